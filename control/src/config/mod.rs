@@ -1,0 +1,221 @@
+//! Control's configuration: a TOML file, then `DANMU_CONTROL__<KEY>` environment overrides
+//! ([`env`]), then [`Config::validate`], whose errors name the offending key.
+
+pub mod duration;
+pub mod env;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::routing::Rule;
+
+/// Everything control reads at start. Tests build it directly (`Config { .., ..Config::default() }`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP API address (used by the binary; `run` takes a bound listener). Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Prometheus scrape address (binary only); `None` means `0.0.0.0:9102`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// NATS server(s), comma-separated. Default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// PEM file of the token signing key (from `danmu-control keygen`).
+    pub private_key_pem_path: Option<PathBuf>,
+    /// The signing key inline, instead of `private_key_pem_path` (e.g. from a Kubernetes Secret).
+    pub private_key_pem: Option<Secret>,
+    /// Bearer keys business backends present to `POST /v1/tokens`. Empty: issuing is open
+    /// (local demo only; a warning is logged at start).
+    pub api_keys: Vec<Secret>,
+    /// Token lifetime when the request names none. Default 1h.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub token_ttl: Duration,
+    /// Longest lifetime a request may ask for; longer requests are capped. Default 24h.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub token_max_ttl: Duration,
+    /// JetStream KV bucket gateways report into. Default `danmu_nodes`.
+    pub nodes_bucket: String,
+    /// A gateway whose last report is older than this is left out; also the bucket's max age.
+    /// Default 15s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub node_ttl: Duration,
+    /// Region preference order used after the client's own region.
+    pub regions: Vec<String>,
+    /// Per-region preference order, overriding `regions` for clients of that region (the
+    /// nearest region differs by where the client is).
+    pub region_fallbacks: BTreeMap<String, Vec<String>>,
+    /// Client IP ranges to regions; the longest matching prefix wins.
+    pub cidr_regions: Vec<CidrRegion>,
+    /// Region of clients that give no hint and match no CIDR. Default `local`.
+    pub default_region: String,
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Most nodes returned by `GET /v1/nodes`. Default 5.
+    pub max_nodes: usize,
+    /// Routing rules, first match wins; none by default.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: None,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            private_key_pem_path: None,
+            private_key_pem: None,
+            api_keys: Vec::new(),
+            token_ttl: Duration::from_secs(3600),
+            token_max_ttl: Duration::from_secs(24 * 3600),
+            nodes_bucket: "danmu_nodes".into(),
+            node_ttl: Duration::from_secs(15),
+            regions: Vec::new(),
+            region_fallbacks: BTreeMap::new(),
+            cidr_regions: Vec::new(),
+            default_region: "local".into(),
+            trust_forwarded_for: false,
+            max_nodes: 5,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One row of the CIDR table: `{ cidr = "10.1.0.0/16", region = "A" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CidrRegion {
+    pub cidr: IpNet,
+    pub region: String,
+}
+
+/// A string kept out of `Debug` output and logs (API keys, private keys).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading config file {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file (with overrides applied) is not valid TOML or has a value of the wrong type.
+    /// The message quotes the offending line, key included.
+    #[error("{origin}: {error}")]
+    Parse {
+        origin: String,
+        error: Box<toml::de::Error>,
+    },
+    /// An override variable could not be applied.
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    /// A key has a value that parses but cannot work.
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if any), applies the `DANMU_CONTROL__*` variables of `vars` (pass
+    /// `std::env::vars()`), and validates.
+    pub fn load(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                path: path.to_owned(),
+                error,
+            })?,
+            None => String::new(),
+        };
+        let origin = path.map_or("configuration".to_owned(), |p| p.display().to_string());
+        let parse_error = |origin: String| {
+            move |error| ConfigError::Parse {
+                origin,
+                error: Box::new(error),
+            }
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse_error(origin.clone()))?;
+        let config = if env::apply(&mut table, vars)? == 0 {
+            // No overrides: parse the user's own text so errors point into their file.
+            toml::from_str::<Config>(&text).map_err(parse_error(origin))?
+        } else {
+            // The merged table is rendered back to TOML so a type error still shows the key.
+            let merged = toml::to_string(&table).expect("a TOML table always renders");
+            toml::from_str::<Config>(&merged).map_err(parse_error(format!(
+                "{origin} with {}* overrides",
+                env::PREFIX
+            )))?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `nats_url` split at commas and parsed.
+    pub fn nats_servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+        let servers = self
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                url.parse()
+                    .map_err(|e| ConfigError::invalid("nats_url", format!("`{url}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if servers.is_empty() {
+            return Err(ConfigError::invalid(
+                "nats_url",
+                "must name at least one NATS server",
+            ));
+        }
+        Ok(servers)
+    }
+
+    /// Checks what types cannot: ranges, required pairs, names. The error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+}

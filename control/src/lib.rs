@@ -1,0 +1,185 @@
+//! danmu control: the HTTP service clients and business backends ask before connecting. It
+//! issues signed tokens that gateways verify locally, and answers "where do I connect" from the
+//! health reports gateways keep in a NATS KV bucket. It holds no state of its own.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration, `DANMU_CONTROL__*` overrides, validation naming the
+//!   bad key.
+//! - [`keys`]: the Ed25519 signing key and the public key derived from it.
+//! - [`tokens`]: `POST /v1/tokens` and `GET /v1/public-key`.
+//! - [`routing`]: pure node selection: the node table, freshness, region resolution (hint,
+//!   CIDR table, default), ordering, routing rules. No IO, `now` passed in.
+//! - [`nodes`]: `GET /v1/nodes`, the HTTP face of [`routing`].
+//! - [`node_table`]: the task that mirrors the KV bucket into the shared node table.
+//! - [`metrics`]: metric names and the request-duration middleware.
+//! - [`error`]: errors as `{"error": "..."}` JSON.
+//!
+//! [`app`] builds the router (tested with `oneshot`, no server); [`run`] connects to NATS and
+//! serves a bound listener until its shutdown future completes.
+
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod node_table;
+pub mod nodes;
+pub mod routing;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use config::{CidrRegion, Config, ConfigError, Secret};
+pub use keys::SigningKeys;
+pub use node_table::SharedNodes;
+
+/// How often stale reports are pruned and the node gauge refreshed.
+const GAUGE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+}
+
+struct Inner {
+    keys: SigningKeys,
+    api_keys: Vec<Secret>,
+    lifetimes: tokens::TokenLifetimes,
+    routing: routing::Routing,
+    trust_forwarded_for: bool,
+    node_ttl: Duration,
+    nodes: Arc<SharedNodes>,
+}
+
+impl AppState {
+    /// State for `config`, signing with `keys`, reading gateways from `nodes`.
+    pub fn new(config: &Config, keys: SigningKeys, nodes: Arc<SharedNodes>) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                keys,
+                api_keys: config.api_keys.clone(),
+                lifetimes: tokens::TokenLifetimes {
+                    default_ttl: config.token_ttl,
+                    max_ttl: config.token_max_ttl,
+                },
+                routing: routing::Routing::from_config(config),
+                trust_forwarded_for: config.trust_forwarded_for,
+                node_ttl: config.node_ttl,
+                nodes,
+            }),
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+
+    /// Replaces the system clock (tests pin `now`).
+    pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    /// The node table the handlers read.
+    pub fn nodes(&self) -> &Arc<SharedNodes> {
+        &self.inner.nodes
+    }
+}
+
+/// The HTTP API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/tokens",
+            post(tokens::issue).layer(DefaultBodyLimit::max(tokens::MAX_BODY_BYTES)),
+        )
+        .route("/v1/public-key", get(tokens::public_key))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn(metrics::track_duration))
+        .with_state(state)
+}
+
+/// Ready once the node table has caught up with the bucket: before that a node list could be
+/// empty for no reason.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.inner.nodes.is_synced() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node table not loaded yet\n",
+        )
+    }
+}
+
+/// Serves control on `listener` until `shutdown` completes: validates `config`, loads the
+/// signing key, connects to NATS, opens (or creates) the nodes bucket, starts the watcher.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let keys = SigningKeys::load(&config)?;
+    if config.api_keys.is_empty() {
+        warn!("api_keys is empty: anyone can get a token from POST /v1/tokens (local demo only)");
+    }
+    metrics::describe();
+
+    let servers = config.nats_servers()?;
+    let client = async_nats::ConnectOptions::new()
+        .name("danmu-control")
+        .connect(servers)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    let kv = node_table::ensure_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
+
+    let nodes = SharedNodes::new(config.node_ttl);
+    let watcher = tokio::spawn(node_table::watch(kv, nodes.clone()));
+    let known_regions = config
+        .regions
+        .iter()
+        .chain([&config.default_region])
+        .chain(config.cidr_regions.iter().map(|row| &row.region))
+        .cloned()
+        .collect::<Vec<_>>();
+    let gauges = tokio::spawn(node_table::publish_gauges(
+        nodes.clone(),
+        known_regions,
+        GAUGE_PERIOD,
+    ));
+    let state = AppState::new(&config, keys, nodes);
+
+    info!(addr = %listener.local_addr()?, bucket = %config.nodes_bucket, "control serving");
+    let served = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    watcher.abort();
+    gauges.abort();
+    served.context("serving HTTP")?;
+    info!("control stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

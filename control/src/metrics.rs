@@ -1,0 +1,70 @@
+//! Metric names (Prometheus conventions) and the request-duration middleware. The exporter is
+//! installed by the binary; without one, recording is a no-op (as in tests).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, histogram};
+
+pub const TOKENS_ISSUED: &str = "danmu_control_tokens_issued_total";
+/// Label `reason`: `missing_key`, `bad_key`, `bad_request`, `internal`.
+pub const TOKEN_REQUESTS_REJECTED: &str = "danmu_control_token_requests_rejected_total";
+/// Label `region`: the client's resolved region, or `other` when nothing configured or
+/// reported names it (client hints must not mint label values).
+pub const NODE_LIST_REQUESTS: &str = "danmu_control_node_list_requests_total";
+/// Label `region`: healthy gateways per region.
+pub const NODES: &str = "danmu_control_nodes";
+/// Labels `route` (the matched route, or `unmatched`) and `status`.
+pub const HTTP_REQUEST_DURATION: &str = "danmu_control_http_request_duration_seconds";
+/// KV values that did not decode as a `NodeReport`.
+pub const NODE_REPORTS_INVALID: &str = "danmu_control_node_reports_invalid_total";
+/// Times the KV watch had to be re-established.
+pub const NODE_WATCH_RESTARTS: &str = "danmu_control_node_watch_restarts_total";
+
+/// Histogram buckets for `HTTP_REQUEST_DURATION`, in seconds.
+pub const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Registers help texts with whatever recorder is installed.
+pub fn describe() {
+    describe_counter!(TOKENS_ISSUED, "Tokens issued.");
+    describe_counter!(
+        TOKEN_REQUESTS_REJECTED,
+        "Token requests refused, by reason."
+    );
+    describe_counter!(NODE_LIST_REQUESTS, "Node list requests, by client region.");
+    describe_gauge!(NODES, "Healthy (fresh, not draining) gateways, by region.");
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request handling time, by route and status."
+    );
+    describe_counter!(
+        NODE_REPORTS_INVALID,
+        "Node reports in the KV bucket that failed to decode."
+    );
+    describe_counter!(
+        NODE_WATCH_RESTARTS,
+        "Re-subscriptions of the nodes KV watch."
+    );
+}
+
+/// Records every request's duration under its route pattern (bounded label values).
+pub async fn track_duration(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    histogram!(
+        HTTP_REQUEST_DURATION,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .record(start.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,111 @@
+//! The distributor: consumes a region's push streams, aggregates per target (room, user, ...),
+//! compresses each batch once with brotli and publishes it, pre-encoded, on the target's edge
+//! subject for gateways to write as is.
+//!
+//! # Layout
+//! - `config`: the TOML configuration and its validation.
+//! - `window`: the adaptive aggregation window, plain state with an explicit clock.
+//! - `encode`: a closed batch to the `EdgeBatch` gateways receive (the one compression).
+//! - `streams`: push stream and consumer definitions.
+//! - `worker`: one priority's pull → aggregate → publish → ack loop (the only IO).
+//! - `lag`: consumer lag sampling for metrics.
+//! - `stats`: counters, as metrics and as atomics tests can read.
+
+pub mod config;
+pub mod encode;
+mod lag;
+pub mod stats;
+pub mod streams;
+pub mod window;
+mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use danmu_proto::subjects::{self, Priority};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use stats::Stats;
+
+/// A running distributor.
+pub struct Distributor {
+    pub stats: Arc<Stats>,
+    stop: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+/// Connects, makes sure the streams and consumers exist, and starts the workers.
+pub async fn start(config: Config) -> anyhow::Result<Distributor> {
+    config.validate()?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("danmu-distributor {}", config.instance))
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stats = Arc::new(Stats::default());
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let mut tasks = JoinSet::new();
+
+    let priority = Priority::Low;
+    let consumer = streams::ensure(&js, &config, priority, &config.low).await?;
+    let worker = worker::Worker {
+        client: client.clone(),
+        consumer: consumer.clone(),
+        priority,
+        region: config.region.clone(),
+        stream: subjects::push_stream(&config.region, priority),
+        config: config.low.clone(),
+        brotli_quality: config.brotli_quality,
+        stats: stats.clone(),
+    };
+    tasks.spawn(worker.run(stopped.clone()));
+    let lag = lag::sample(consumer, priority, Duration::from_secs(5), stopped.clone());
+    tasks.spawn(async move {
+        lag.await;
+        Ok(())
+    });
+    tracing::info!(region = %config.region, instance = %config.instance, "distributor started");
+    Ok(Distributor { stats, stop, tasks })
+}
+
+impl Distributor {
+    /// Flushes open batches, acks them and stops.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        while let Some(result) = self.tasks.join_next().await {
+            result.context("distributor task panicked")??;
+        }
+        Ok(())
+    }
+
+    /// Stops at once without flushing or acking anything, as a crash would.
+    pub fn kill(mut self) {
+        self.tasks.abort_all();
+    }
+
+    /// Resolves when a task ends on its own (an error: the workers only end on shutdown).
+    pub async fn failed(&mut self) -> anyhow::Error {
+        match self.tasks.join_next().await {
+            Some(Ok(Err(error))) => error,
+            Some(Ok(Ok(()))) => anyhow::anyhow!("a distributor task ended"),
+            Some(Err(error)) => anyhow::anyhow!("a distributor task panicked: {error}"),
+            None => anyhow::anyhow!("no distributor tasks"),
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves, then drains gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut distributor = start(config).await?;
+    tokio::select! {
+        _ = shutdown => distributor.shutdown().await,
+        error = distributor.failed() => Err(error),
+    }
+}

@@ -1,0 +1,25 @@
+//! `danmu-distributor`: reads its config, runs until SIGINT or SIGTERM, then flushes.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "danmu distributor: aggregate, compress once, publish edge batches"
+)]
+struct Args {
+    /// TOML configuration file; `DANMU_*` environment variables override it.
+    #[arg(long, short)]
+    config: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    danmu_runtime::init_tracing();
+    let args = Args::parse();
+    let config = danmu_distributor::Config::load(args.config.as_deref())?;
+    if let Some(addr) = config.metrics_listen {
+        danmu_runtime::install_prometheus(addr)?;
+    }
+    danmu_distributor::run(config, danmu_runtime::shutdown_signal()).await
+}

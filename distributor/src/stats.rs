@@ -1,0 +1,81 @@
+//! Counters kept twice on purpose: as Prometheus metrics for operators, and as atomics on the
+//! running service so in-process tests can assert exact counts (metrics recorders are global
+//! per process and tests run in parallel).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use danmu_proto::subjects::Priority;
+use metrics::{counter, histogram};
+
+use crate::encode::EncodeStats;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages taken from the push streams.
+    pub messages_in: AtomicU64,
+    /// Messages JetStream handed out again (a previous consumer died before acking).
+    pub redeliveries: AtomicU64,
+    /// Messages terminated because their subject or size is invalid.
+    pub messages_rejected: AtomicU64,
+    /// Batches published on edge subjects.
+    pub batches_out: AtomicU64,
+    /// Batch compressions: one per published batch, never more.
+    pub compressions: AtomicU64,
+    /// Acks that could not be sent.
+    pub ack_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn message_in(&self, priority: Priority, redelivered: bool) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_distributor_messages_in_total", "priority" => priority.token())
+            .increment(1);
+        if redelivered {
+            self.redeliveries.fetch_add(1, Ordering::Relaxed);
+            counter!("danmu_distributor_redeliveries_total", "priority" => priority.token())
+                .increment(1);
+        }
+    }
+
+    pub(crate) fn message_rejected(&self, priority: Priority, reason: &'static str) {
+        self.messages_rejected.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_distributor_messages_rejected_total", "priority" => priority.token(), "reason" => reason)
+            .increment(1);
+    }
+
+    pub(crate) fn batch_encoded(
+        &self,
+        priority: Priority,
+        messages: usize,
+        encoded: EncodeStats,
+        seconds: f64,
+    ) {
+        self.compressions.fetch_add(1, Ordering::Relaxed);
+        let prio = priority.token();
+        histogram!("danmu_distributor_compress_seconds", "priority" => prio).record(seconds);
+        histogram!("danmu_distributor_batch_messages", "priority" => prio).record(messages as f64);
+        counter!("danmu_distributor_batch_raw_bytes_total", "priority" => prio)
+            .increment(encoded.raw_len as u64);
+        counter!("danmu_distributor_batch_compressed_bytes_total", "priority" => prio)
+            .increment(encoded.packet_len as u64);
+        if encoded.raw_len > 0 {
+            histogram!("danmu_distributor_compression_ratio", "priority" => prio)
+                .record(encoded.packet_len as f64 / encoded.raw_len as f64);
+        }
+    }
+
+    pub(crate) fn batch_published(&self, priority: Priority) {
+        self.batches_out.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_distributor_batches_out_total", "priority" => priority.token())
+            .increment(1);
+    }
+
+    pub(crate) fn ack_error(&self, priority: Priority) {
+        self.ack_errors.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_distributor_ack_errors_total", "priority" => priority.token()).increment(1);
+    }
+}

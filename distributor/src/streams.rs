@@ -1,0 +1,85 @@
+//! The push streams and the distributor's consumer on them.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream};
+use danmu_proto::subjects::{self, Priority};
+
+use crate::config::{Config, WorkerConfig};
+
+/// Durable consumer name, one per priority; every instance of a region shares it.
+pub fn consumer_name(priority: Priority) -> String {
+    format!("distributor-{}", priority.token())
+}
+
+/// The priority group instances pull in. With the pinned-client policy JetStream delivers to
+/// one instance at a time, so a room's messages are never split across two instances (which
+/// could reorder them); a standby takes over when the active one stops pulling.
+pub const PRIORITY_GROUP: &str = "distributors";
+
+pub fn stream_config(config: &Config, priority: Priority) -> stream::Config {
+    let limits = &config.streams;
+    stream::Config {
+        name: subjects::push_stream(&config.region, priority),
+        subjects: vec![subjects::ingest_filter(&config.region, priority)],
+        max_age: Duration::from_secs(limits.max_age_secs),
+        max_bytes: limits.max_bytes,
+        max_messages: limits.max_messages,
+        max_message_size: limits.max_message_bytes,
+        duplicate_window: Duration::from_secs(limits.duplicate_window_secs),
+        num_replicas: limits.replicas,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        placement: config.place_in_region_cluster.then(|| stream::Placement {
+            cluster: Some(config.region.clone()),
+            tags: Vec::new(),
+        }),
+        description: Some(format!(
+            "danmu {} priority pushes published in region {}",
+            priority, config.region
+        )),
+        ..Default::default()
+    }
+}
+
+pub fn consumer_config(priority: Priority, worker: &WorkerConfig) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(consumer_name(priority)),
+        description: Some(
+            "danmu distributor: aggregates, compresses, publishes edge batches".into(),
+        ),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(worker.ack_wait_secs),
+        max_ack_pending: worker.max_ack_pending,
+        deliver_policy: consumer::DeliverPolicy::All,
+        priority_policy: consumer::PriorityPolicy::PinnedClient,
+        priority_groups: vec![PRIORITY_GROUP.into()],
+        priority_timeout: Duration::from_millis(worker.failover_ms),
+        ..Default::default()
+    }
+}
+
+/// Creates (or updates) the stream and the durable consumer, returning the consumer.
+pub async fn ensure(
+    js: &jetstream::Context,
+    config: &Config,
+    priority: Priority,
+    worker: &WorkerConfig,
+) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+    let stream_config = stream_config(config, priority);
+    let name = stream_config.name.clone();
+    let stream = if config.ensure_streams {
+        js.create_or_update_stream(stream_config)
+            .await
+            .with_context(|| format!("creating stream {name}"))?;
+        js.get_stream(&name).await
+    } else {
+        js.get_stream(&name).await
+    }
+    .with_context(|| format!("opening stream {name}"))?;
+    stream
+        .create_consumer(consumer_config(priority, worker))
+        .await
+        .with_context(|| format!("creating consumer {} on {name}", consumer_name(priority)))
+}

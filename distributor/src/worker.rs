@@ -1,0 +1,167 @@
+//! One priority's pipeline: pull from the push stream, aggregate per target, encode each batch
+//! once, publish it on the target's edge subject, then ack its messages.
+//!
+//! Acks go out on the same NATS connection right after the batch, so the server sees the batch
+//! before the acks: a message JetStream considers delivered was always published first. If this
+//! process dies in between, the messages are redelivered and gateways drop what they already
+//! wrote (they track stream sequences per room).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, consumer};
+use bytes::Bytes;
+use danmu_proto::internal;
+use danmu_proto::subjects::{self, Priority, Scope};
+use futures::StreamExt;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::encode::{Pending, encode_batch};
+use crate::stats::Stats;
+use crate::window::{Aggregator, Batch};
+
+type Acker = jetstream::message::Acker;
+
+pub struct Worker {
+    pub client: async_nats::Client,
+    pub consumer: consumer::Consumer<consumer::pull::Config>,
+    pub priority: Priority,
+    pub region: String,
+    pub stream: String,
+    pub config: WorkerConfig,
+    pub brotli_quality: u32,
+    pub stats: Arc<Stats>,
+}
+
+impl Worker {
+    /// Runs until `shutdown` turns true, then flushes what is batched and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut aggregator: Aggregator<Scope, Pending<Acker>> =
+            Aggregator::new(self.config.window());
+        // Pulls must expire well within the failover time, or the pin lapses between pulls.
+        let expires =
+            Duration::from_millis(self.config.failover_ms / 3).max(Duration::from_millis(300));
+        let mut messages = self
+            .consumer
+            .stream()
+            .group(crate::streams::PRIORITY_GROUP)
+            .max_messages_per_batch(self.config.pull_batch)
+            .expires(expires)
+            .heartbeat(expires / 4)
+            .messages()
+            .await
+            .context("starting the pull")?;
+
+        loop {
+            let deadline = aggregator.next_deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    for batch in aggregator.take_due(Instant::now()) {
+                        self.publish(batch).await?;
+                    }
+                }
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        if let Some(batch) = self.accept(message, &mut aggregator).await {
+                            self.publish(batch).await?;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        // Missed heartbeats and pin changes are reported here; the stream
+                        // re-pulls by itself.
+                        tracing::debug!(%error, priority = %self.priority, "pull stream notice");
+                    }
+                    None => anyhow::bail!("pull stream on {} ended", self.stream),
+                },
+            }
+        }
+        for batch in aggregator.take_all() {
+            self.publish(batch).await?;
+        }
+        self.client.flush().await.context("flushing at shutdown")?;
+        Ok(())
+    }
+
+    /// Takes one JetStream message into the aggregator; returns a batch if one closes.
+    async fn accept(
+        &self,
+        message: jetstream::Message,
+        aggregator: &mut Aggregator<Scope, Pending<Acker>>,
+    ) -> Option<Batch<Scope, Pending<Acker>>> {
+        let (stream_seq, published_micros, redelivered) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                (info.published.unix_timestamp_nanos() / 1_000) as i64,
+                info.delivered > 1,
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "message without JetStream metadata");
+                return None;
+            }
+        };
+        let (message, acker) = message.split();
+        self.stats.message_in(self.priority, redelivered);
+        let scope = match subjects::parse_ingest(message.subject.as_str()) {
+            Ok(ingest) => ingest.scope,
+            Err(error) => {
+                tracing::warn!(%error, "terminating a message on an invalid subject");
+                self.stats.message_rejected(self.priority, "bad_subject");
+                if acker.ack_with(AckKind::Term).await.is_err() {
+                    self.stats.ack_error(self.priority);
+                }
+                return None;
+            }
+        };
+        let pending = Pending {
+            payload: message.payload,
+            stream_seq,
+            published_micros,
+            ack: acker,
+        };
+        aggregator.push(scope, pending, Instant::now())
+    }
+
+    async fn publish(&self, batch: Batch<Scope, Pending<Acker>>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let priority = match self.priority {
+            Priority::Low => internal::Priority::Low,
+            Priority::High => internal::Priority::High,
+        };
+        let (edge, encoded) = encode_batch(
+            &batch.messages,
+            &self.region,
+            &self.stream,
+            priority,
+            self.brotli_quality,
+        );
+        self.stats.batch_encoded(
+            self.priority,
+            batch.messages.len(),
+            encoded,
+            started.elapsed().as_secs_f64(),
+        );
+        let payload = Bytes::from(edge.encode_to_vec());
+        self.client
+            .publish(subjects::edge(&batch.target), payload)
+            .await
+            .context("publishing an edge batch")?;
+        self.stats.batch_published(self.priority);
+        for message in &batch.messages {
+            if message.ack.ack().await.is_err() {
+                self.stats.ack_error(self.priority);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}

@@ -1,0 +1,247 @@
+//! Gateway configuration: a TOML file, environment overrides, validated at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Unique id of this gateway in node lists (defaults to `<region>-<hostname>-<pid>`).
+    pub node_id: String,
+    pub region: String,
+    pub nats_url: String,
+    /// Control's public key (PEM) for verifying tokens locally; or a path to it.
+    pub token_public_key_pem: Option<String>,
+    pub token_public_key_path: Option<String>,
+    pub ws_listen: Option<SocketAddr>,
+    pub tcp_listen: Option<SocketAddr>,
+    /// Host clients use to reach this gateway, as published in node lists.
+    pub advertise_host: String,
+    pub auth_timeout_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    /// Largest client frame accepted (clients send only small control frames).
+    pub max_packet_bytes: usize,
+    pub max_ws_message_bytes: usize,
+    pub max_handshake_bytes: usize,
+    /// Per-connection outbound bound; a reader that falls this far behind is cut off.
+    pub outbound_queue_bytes: usize,
+    /// Largest decompressed batch accepted from NATS.
+    pub max_batch_bytes: usize,
+    pub close_linger_ms: u64,
+    /// Connections this gateway is sized for: load = connections / capacity in node lists.
+    pub capacity: u64,
+    pub nodes_bucket: String,
+    pub node_ttl_secs: u64,
+    pub report_interval_ms: u64,
+    pub brotli_quality: u32,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: String::new(),
+            region: "A".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            token_public_key_pem: None,
+            token_public_key_path: None,
+            ws_listen: Some(([0, 0, 0, 0], 7000).into()),
+            tcp_listen: Some(([0, 0, 0, 0], 7100).into()),
+            advertise_host: "127.0.0.1".into(),
+            auth_timeout_ms: 10_000,
+            heartbeat_timeout_ms: 90_000,
+            max_packet_bytes: 16 * 1024,
+            max_ws_message_bytes: 16 * 1024,
+            max_handshake_bytes: 8 * 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
+            close_linger_ms: 1_000,
+            capacity: 100_000,
+            nodes_bucket: danmu_proto::subjects::NODES_BUCKET.into(),
+            node_ttl_secs: 15,
+            report_interval_ms: 3_000,
+            brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
+            metrics_listen: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("invalid `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+const ENV_OVERRIDES: &[&str] = &[
+    "DANMU_NATS_URL",
+    "DANMU_REGION",
+    "DANMU_NODE_ID",
+    "DANMU_ADVERTISE_HOST",
+    "DANMU_TOKEN_PUBLIC_KEY_PATH",
+    "DANMU_METRICS_LISTEN",
+];
+
+impl Config {
+    pub fn load(path: Option<&str>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.into(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        for var in ENV_OVERRIDES {
+            if let Ok(value) = std::env::var(var) {
+                match *var {
+                    "DANMU_NATS_URL" => config.nats_url = value,
+                    "DANMU_REGION" => config.region = value,
+                    "DANMU_NODE_ID" => config.node_id = value,
+                    "DANMU_ADVERTISE_HOST" => config.advertise_host = value,
+                    "DANMU_TOKEN_PUBLIC_KEY_PATH" => config.token_public_key_path = Some(value),
+                    "DANMU_METRICS_LISTEN" => {
+                        config.metrics_listen =
+                            Some(value.parse().map_err(|e| ConfigError::Env {
+                                var: (*var).into(),
+                                reason: format!("{e}"),
+                            })?)
+                    }
+                    _ => unreachable!("only listed variables are read"),
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if !danmu_proto::subjects::is_valid_token(&self.region) {
+            return invalid("region", "must be one NATS subject token, e.g. `A`");
+        }
+        if self.token_public_key_pem.is_none() && self.token_public_key_path.is_none() {
+            return invalid(
+                "token_public_key_path",
+                "set it (or token_public_key_pem) to control's public key",
+            );
+        }
+        if self.ws_listen.is_none() && self.tcp_listen.is_none() {
+            return invalid(
+                "ws_listen",
+                "enable at least one of ws_listen and tcp_listen",
+            );
+        }
+        if self.max_packet_bytes < danmu_proto::frame::HEADER_LEN {
+            return invalid("max_packet_bytes", "must hold at least a header (16)");
+        }
+        if self.outbound_queue_bytes < 64 * 1024 {
+            return invalid(
+                "outbound_queue_bytes",
+                "must be at least 65536 to hold a batch",
+            );
+        }
+        if self.heartbeat_timeout_ms < 1_000 || self.auth_timeout_ms < 100 {
+            return invalid("heartbeat_timeout_ms", "timeouts are too short");
+        }
+        if self.report_interval_ms == 0 || self.report_interval_ms / 1000 >= self.node_ttl_secs {
+            return invalid(
+                "report_interval_ms",
+                "must be shorter than node_ttl_secs, or the gateway drops out of node lists",
+            );
+        }
+        if self.capacity == 0 {
+            return invalid("capacity", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The public key, read from the file if given by path.
+    pub fn public_key_pem(&self) -> Result<String, ConfigError> {
+        match (&self.token_public_key_pem, &self.token_public_key_path) {
+            (Some(pem), _) => Ok(pem.clone()),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            }
+            (None, None) => Err(ConfigError::Invalid {
+                key: "token_public_key_path",
+                reason: "missing".into(),
+            }),
+        }
+    }
+
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "gateway".into());
+        format!("{}-{}-{}", self.region, host.trim(), std::process::id())
+    }
+
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            token_public_key_pem: Some("pem".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn defaults_with_a_key_are_valid() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("token_public_key_path"), "{err}");
+        let err = Config {
+            report_interval_ms: 20_000,
+            ..valid()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("report_interval_ms"), "{err}");
+        let err = toml::from_str::<Config>("ws_lisen = \"0.0.0.0:1\"").unwrap_err();
+        assert!(err.to_string().contains("ws_lisen"));
+    }
+}

@@ -1,0 +1,339 @@
+//! One task per client connection: the only place that touches a client socket.
+//!
+//! The task moves bytes between the socket and the plain parts: `Inbound` (bytes to frames),
+//! `Session` (frames to actions), the member's `Outbound` queue (batches from the room) and
+//! `Writer` (non-blocking vectored writes). It waits on socket readiness rather than on reads
+//! into a buffer, so an idle connection holds no read or write buffer at all.
+
+mod inbound;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use danmu_proto::{frame, websocket};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::Transport;
+use crate::outbound::Outbound;
+use crate::rooms::{Member, Room, Rooms};
+use crate::session::{Action, CloseReason, Session, SessionConfig};
+use crate::stats::Stats;
+use danmu_proto::token::TokenVerifier;
+
+pub use inbound::{Inbound, Input};
+use writer::Writer;
+
+/// What every connection task shares.
+pub struct Shared {
+    pub session: SessionConfig,
+    pub verifier: TokenVerifier,
+    pub rooms: Rooms,
+    pub stats: Arc<Stats>,
+    pub limits: ConnLimits,
+    pub shutdown: CancellationToken,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    pub max_packet_len: usize,
+    pub max_ws_message_len: usize,
+    pub max_handshake_len: usize,
+    pub outbound_queue_bytes: usize,
+    /// How long a closing connection may take to flush its last frames.
+    pub close_linger: Duration,
+}
+
+impl Shared {
+    pub fn new(
+        session: SessionConfig,
+        verifier: TokenVerifier,
+        rooms: Rooms,
+        stats: Arc<Stats>,
+        limits: ConnLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Shared {
+            session,
+            verifier,
+            rooms,
+            stats,
+            limits,
+            shutdown,
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(stream: TcpStream, transport: Transport, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let label = transport.label();
+    shared.stats.connection_opened(label);
+    let mut conn = Conn {
+        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        transport,
+        session: Session::new(shared.session, Instant::now()),
+        inbound: Inbound::new(
+            transport,
+            shared.limits.max_packet_len,
+            shared.limits.max_ws_message_len,
+        ),
+        writer: Writer::default(),
+        joined: None,
+        read_buf: BytesMut::new(),
+        shared,
+    };
+    let reason = match conn.handshake(&stream).await {
+        Ok(()) => conn.run(&stream).await,
+        Err(reason) => reason,
+    };
+    conn.leave();
+    tracing::debug!(conn = conn.id, reason = %reason.detail(), "connection closed");
+    conn.shared.stats.connection_closed(label, &reason);
+}
+
+struct Conn {
+    id: u64,
+    transport: Transport,
+    session: Session,
+    inbound: Inbound,
+    writer: Writer,
+    joined: Option<(Arc<Room>, Arc<Member>)>,
+    /// Bytes read but not yet parsed; empty (unallocated) while idle.
+    read_buf: BytesMut,
+    shared: Arc<Shared>,
+}
+
+impl Conn {
+    /// WebSocket upgrade on `/sub`; nothing for TCP.
+    async fn handshake(&mut self, stream: &TcpStream) -> Result<(), CloseReason> {
+        if self.transport != Transport::WebSocket {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.shared.session.auth_timeout;
+        let max = self.shared.limits.max_handshake_len;
+        loop {
+            match websocket::parse_upgrade_request(&self.read_buf, max) {
+                Ok(Some((request, consumed))) => {
+                    let _ = self.read_buf.split_to(consumed);
+                    if request.path.split('?').next() != Some("/sub") {
+                        self.writer
+                            .push(Bytes::from(websocket::error_response(404, "only /sub")));
+                        let _ = self.flush_for(stream, Duration::from_secs(1)).await;
+                        return Err(CloseReason::Protocol(format!("path {}", request.path)));
+                    }
+                    self.writer
+                        .push(Bytes::from(websocket::accept_response(&request.key)));
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.writer
+                        .push(Bytes::from(websocket::error_response(400, "bad upgrade")));
+                    let _ = self.flush_for(stream, Duration::from_secs(1)).await;
+                    return Err(CloseReason::Protocol(format!("handshake: {error}")));
+                }
+            }
+            tokio::select! {
+                ready = stream.readable() => ready.map_err(|_| CloseReason::PeerClosed)?,
+                _ = tokio::time::sleep_until(deadline) => return Err(CloseReason::AuthTimeout),
+            }
+            self.read_some(stream)?;
+        }
+    }
+
+    async fn run(&mut self, stream: &TcpStream) -> CloseReason {
+        let shutdown = self.shared.shutdown.clone();
+        let mut inputs = Vec::new();
+        let mut actions = Vec::new();
+        loop {
+            if let Some(reason) = self.pump_outbound(stream) {
+                return self.finish(stream, reason).await;
+            }
+            let deadline = tokio::time::Instant::from_std(self.session.deadline());
+            let outbound = self.joined.as_ref().map(|(_, member)| member.clone());
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let reason = CloseReason::Shutdown;
+                    return self.finish(stream, reason).await;
+                }
+                ready = stream.readable() => {
+                    if ready.is_err() {
+                        return CloseReason::PeerClosed;
+                    }
+                    if let Err(reason) = self.read_some(stream) {
+                        return self.finish(stream, reason).await;
+                    }
+                    if let Err(reason) = self.inbound.decode(&mut self.read_buf, &mut inputs) {
+                        return self.finish(stream, reason).await;
+                    }
+                    if self.read_buf.is_empty() {
+                        self.read_buf = BytesMut::new();
+                    }
+                    for input in inputs.drain(..) {
+                        self.on_input(input, &mut actions);
+                    }
+                    if let Some(reason) = self.apply(&mut actions) {
+                        return self.finish(stream, reason).await;
+                    }
+                }
+                _ = stream.writable(), if !self.writer.is_empty() => {}
+                _ = wait_ready(outbound.as_deref().map(|m| &m.outbound)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    if let Some(action) = self.session.on_tick(Instant::now()) {
+                        actions.push(action);
+                        if let Some(reason) = self.apply(&mut actions) {
+                            return self.finish(stream, reason).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has. EOF and errors close the connection.
+    fn read_some(&mut self, stream: &TcpStream) -> Result<(), CloseReason> {
+        loop {
+            self.read_buf.reserve(4096);
+            match stream.try_read_buf(&mut self.read_buf) {
+                Ok(0) => return Err(CloseReason::PeerClosed),
+                Ok(_)
+                    if self.read_buf.len()
+                        > self.shared.limits.max_ws_message_len * 2 + 64 * 1024 =>
+                {
+                    return Err(CloseReason::TooLarge);
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(CloseReason::PeerClosed),
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: Input, actions: &mut Vec<Action>) {
+        let now = Instant::now();
+        match input {
+            Input::Frame(frame) => {
+                let now_unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                self.session
+                    .on_frame(frame, now, now_unix, &self.shared.verifier, actions);
+            }
+            Input::Ping(payload) => {
+                self.session.heard(now);
+                self.writer
+                    .push(websocket::server_frame(websocket::opcode::PONG, &payload));
+            }
+            Input::Alive => self.session.heard(now),
+            Input::Closed => actions.push(self.session.close(CloseReason::PeerClosed)),
+        }
+    }
+
+    /// Carries out session actions; returns the close reason if one of them closes.
+    fn apply(&mut self, actions: &mut Vec<Action>) -> Option<CloseReason> {
+        let mut close = None;
+        for action in actions.drain(..) {
+            match action {
+                Action::Send(frame) => {
+                    let wrapped = self.transport.wrap(&frame);
+                    self.writer.push(wrapped);
+                }
+                Action::Join(identity) => {
+                    self.shared.stats.auth(true);
+                    let member = Arc::new(Member {
+                        conn_id: self.id,
+                        transport: self.transport,
+                        protover: identity.protover,
+                        outbound: Outbound::new(self.shared.limits.outbound_queue_bytes),
+                    });
+                    let room = self.shared.rooms.join(identity.room, member.clone());
+                    self.joined = Some((room, member));
+                }
+                Action::HeartbeatReply => {
+                    let online = self.joined.as_ref().map_or(0, |(room, _)| room.online());
+                    let reply = self.transport.wrap(&frame::heartbeat_reply(online));
+                    self.writer.push(reply);
+                }
+                Action::Close(reason) => {
+                    if matches!(reason, CloseReason::AuthFailed(_)) {
+                        self.shared.stats.auth(false);
+                    }
+                    close.get_or_insert(reason);
+                }
+            }
+        }
+        close
+    }
+
+    /// Moves the member's queued batches to the writer and writes what the socket takes.
+    fn pump_outbound(&mut self, stream: &TcpStream) -> Option<CloseReason> {
+        if let Some((_, member)) = &self.joined
+            && member.outbound.drain_into(self.writer.queue())
+        {
+            return Some(CloseReason::SlowConsumer);
+        }
+        match self.writer.write_to(stream) {
+            Ok(_) => None,
+            Err(_) => Some(CloseReason::PeerClosed),
+        }
+    }
+
+    /// Leaves the room, says goodbye (WebSocket close frame) and flushes what is queued.
+    async fn finish(&mut self, stream: &TcpStream, reason: CloseReason) -> CloseReason {
+        self.leave();
+        if reason == CloseReason::SlowConsumer {
+            // Nothing more is written to a reader that could not keep up.
+            return reason;
+        }
+        if self.transport == Transport::WebSocket && reason != CloseReason::PeerClosed {
+            let close = websocket::close_frame(
+                websocket::Role::Server,
+                reason.websocket_code(),
+                &reason.detail(),
+            );
+            self.writer.push(close);
+        }
+        let _ = self
+            .flush_for(stream, self.shared.limits.close_linger)
+            .await;
+        reason
+    }
+
+    /// Writes what is queued, for at most `limit`.
+    async fn flush_for(&mut self, stream: &TcpStream, limit: Duration) -> std::io::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.writer.is_empty() {
+            self.writer.write_to(stream)?;
+            if self.writer.is_empty() {
+                break;
+            }
+            tokio::select! {
+                ready = stream.writable() => ready?,
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        if let Some((room, member)) = self.joined.take() {
+            member.outbound.close();
+            self.shared.rooms.leave(room.id, self.id);
+        }
+    }
+}
+
+async fn wait_ready(outbound: Option<&Outbound>) {
+    match outbound {
+        Some(outbound) => outbound.ready().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,232 @@
+//! The edge gateway: holds client connections (WebSocket and TCP, GOIM framing), verifies
+//! tokens locally, subscribes to a room's edge subject only while it has local members, and
+//! writes each batch's pre-encoded bytes to every member.
+//!
+//! # Layout
+//! - `config`: the TOML configuration and its validation.
+//! - `session`: one connection's protocol state (auth, heartbeat, timeouts), plain code.
+//! - `rooms`: room membership and the fan-out of a batch to members.
+//! - `edge`: a batch's per-protover, per-transport encodings (built once) and de-duplication.
+//! - `outbound`: the bounded per-connection queue between fan-out and socket.
+//! - `conn`: the connection task, the only code touching client sockets.
+//! - `nats_edge`: room subscriptions on NATS.
+//! - `report`: health reports into the nodes KV bucket.
+//! - `stats`: counters, as metrics and as atomics tests can read.
+
+pub mod config;
+pub mod conn;
+pub mod edge;
+mod nats_edge;
+pub mod outbound;
+mod report;
+pub mod rooms;
+pub mod session;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use danmu_proto::internal::NodeReport;
+use danmu_proto::token::TokenVerifier;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use stats::Stats;
+
+use crate::edge::Transport;
+
+/// Bound listeners; tests bind `127.0.0.1:0` and pass them in.
+#[derive(Default)]
+pub struct Listeners {
+    pub ws: Option<TcpListener>,
+    pub tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what the configuration asks for.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let bind = |addr: Option<std::net::SocketAddr>| async move {
+            match addr {
+                Some(addr) => TcpListener::bind(addr)
+                    .await
+                    .map(Some)
+                    .with_context(|| format!("binding {addr}")),
+                None => Ok(None),
+            }
+        };
+        Ok(Listeners {
+            ws: bind(config.ws_listen).await?,
+            tcp: bind(config.tcp_listen).await?,
+        })
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub stats: Arc<Stats>,
+    pub node_id: String,
+    pub ws_addr: Option<std::net::SocketAddr>,
+    pub tcp_addr: Option<std::net::SocketAddr>,
+    shared: Arc<conn::Shared>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gateway> {
+    config.validate()?;
+    let verifier = TokenVerifier::from_public_pem(&config.public_key_pem()?)
+        .context("reading the token public key")?;
+    let node_id = config.node_id();
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("danmu-gateway {node_id}"))
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let stats = Arc::new(Stats::default());
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let limits = rooms::DeliveryLimits {
+        max_raw_batch: config.max_batch_bytes,
+        brotli_quality: config.brotli_quality,
+    };
+    let edge_source = nats_edge::NatsEdge {
+        client: client.clone(),
+        limits,
+        stats: stats.clone(),
+    };
+    let shared = Arc::new(conn::Shared::new(
+        session::SessionConfig {
+            auth_timeout: config.auth_timeout(),
+            heartbeat_timeout: config.heartbeat_timeout(),
+        },
+        verifier,
+        rooms::Rooms::new(Box::new(edge_source), stats.clone()),
+        stats.clone(),
+        conn::ConnLimits {
+            max_packet_len: config.max_packet_bytes,
+            max_ws_message_len: config.max_ws_message_bytes,
+            max_handshake_len: config.max_handshake_bytes,
+            outbound_queue_bytes: config.outbound_queue_bytes,
+            close_linger: Duration::from_millis(config.close_linger_ms),
+        },
+        stopped.clone(),
+    ));
+
+    let ws_addr = listeners.ws.as_ref().map(|l| l.local_addr()).transpose()?;
+    let tcp_addr = listeners.tcp.as_ref().map(|l| l.local_addr()).transpose()?;
+    let mut tasks = JoinSet::new();
+    for (listener, transport) in [
+        (listeners.ws, Transport::WebSocket),
+        (listeners.tcp, Transport::Tcp),
+    ] {
+        if let Some(listener) = listener {
+            tasks.spawn(accept_loop(
+                listener,
+                transport,
+                shared.clone(),
+                stopped.clone(),
+            ));
+        }
+    }
+
+    let js = async_nats::jetstream::new(client.clone());
+    let store = report::open_bucket(
+        &js,
+        &config.nodes_bucket,
+        Duration::from_secs(config.node_ttl_secs),
+    )
+    .await?;
+    let advertise = |addr: Option<std::net::SocketAddr>| {
+        addr.map(|a| format!("{}:{}", config.advertise_host, a.port()))
+            .unwrap_or_default()
+    };
+    let reporter = report::Reporter {
+        store,
+        node: NodeReport {
+            node_id: node_id.clone(),
+            region: config.region.clone(),
+            ws_addr: advertise(ws_addr),
+            tcp_addr: advertise(tcp_addr),
+            ..Default::default()
+        },
+        capacity: config.capacity,
+        interval: Duration::from_millis(config.report_interval_ms),
+        stats: stats.clone(),
+    };
+    tasks.spawn(reporter.run(stopped));
+    tracing::info!(%node_id, region = %config.region, ?ws_addr, ?tcp_addr, "gateway started");
+    Ok(Gateway {
+        stats,
+        node_id,
+        ws_addr,
+        tcp_addr,
+        shared,
+        stop,
+        tasks,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    shared: Arc<conn::Shared>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    tokio::spawn(conn::serve(stream, transport, shared.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors, mostly: back off instead of spinning.
+                    tracing::warn!(%error, "accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Members of a room on this gateway.
+    pub fn online(&self, room: u64) -> u32 {
+        self.shared.rooms.get(room).map_or(0, |r| r.online())
+    }
+
+    /// Stops accepting, closes every connection (WebSocket clients get a close frame), removes
+    /// the node from node lists and waits for connections to be gone (at most `grace`).
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        let deadline = tokio::time::Instant::now() + grace;
+        while self
+            .stats
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_millis(config.close_linger_ms * 2);
+    let gateway = start(listeners, config).await?;
+    shutdown.await;
+    gateway.shutdown(grace).await;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Health reports into the nodes KV bucket, which control reads to build node lists. The
+//! bucket's TTL removes a gateway that stops reporting; a clean shutdown deletes its key at once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv};
+use danmu_proto::internal::NodeReport;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::Stats;
+
+pub struct Reporter {
+    pub store: kv::Store,
+    pub node: NodeReport,
+    pub capacity: u64,
+    pub interval: Duration,
+    pub stats: Arc<Stats>,
+}
+
+/// Opens (or creates) the bucket with the TTL every reporter and control agree on.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    ttl: Duration,
+) -> anyhow::Result<kv::Store> {
+    match js.get_key_value(bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: bucket.into(),
+                history: 1,
+                max_age: ttl,
+                description: "danmu gateways' health reports".into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating KV bucket {bucket}")),
+    }
+}
+
+impl Reporter {
+    fn report(&self) -> NodeReport {
+        let connections = self.stats.connections_open.load(Ordering::Relaxed).max(0) as u64;
+        NodeReport {
+            connections,
+            rooms: self.stats.rooms.load(Ordering::Relaxed).max(0) as u64,
+            load: connections as f64 / self.capacity as f64,
+            reported_unix_millis: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64,
+            ..self.node.clone()
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let report = self.report();
+            if let Err(error) = self
+                .store
+                .put(&self.node.node_id, report.encode_to_vec().into())
+                .await
+            {
+                tracing::warn!(%error, "health report");
+            }
+        }
+        if let Err(error) = self.store.delete(&self.node.node_id).await {
+            tracing::warn!(%error, "removing the health report");
+        }
+    }
+}

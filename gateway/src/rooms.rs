@@ -1,0 +1,276 @@
+//! Which connections are in which room, and the fan-out of a batch to a room's members.
+//!
+//! A room exists on this gateway only while it has local members: the first join subscribes to
+//! its edge subject and the last leave unsubscribes, both under the registry lock so a join can
+//! never land in a room that is being torn down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use danmu_proto::internal::EdgeBatch;
+use tokio::task::AbortHandle;
+
+use crate::edge::{self, Dedup, Fresh, Transport, Variants};
+use crate::outbound::{Outbound, Push};
+use crate::stats::Stats;
+
+/// A joined connection as the fan-out sees it.
+pub struct Member {
+    pub conn_id: u64,
+    pub transport: Transport,
+    pub protover: u16,
+    pub outbound: Outbound,
+}
+
+/// Starts the delivery of a room's edge batches to `Room::deliver`; aborting the returned
+/// handle stops it. NATS in production, a recorder in tests.
+pub trait EdgeSource: Send + Sync + 'static {
+    fn subscribe(&self, room: Arc<Room>) -> AbortHandle;
+}
+
+/// Limits applied while delivering.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliveryLimits {
+    /// Largest decompressed batch accepted (guards against decompression bombs).
+    pub max_raw_batch: usize,
+    /// Quality used when a batch must be re-encoded (only after a distributor failover).
+    pub brotli_quality: u32,
+}
+
+pub struct Room {
+    pub id: u64,
+    members: Mutex<HashMap<u64, Arc<Member>>>,
+    dedup: Mutex<Dedup>,
+    subscription: Mutex<Option<AbortHandle>>,
+}
+
+impl Room {
+    fn new(id: u64) -> Self {
+        Room {
+            id,
+            members: Mutex::new(HashMap::new()),
+            dedup: Mutex::new(Dedup::default()),
+            subscription: Mutex::new(None),
+        }
+    }
+
+    /// Members on this gateway.
+    pub fn online(&self) -> u32 {
+        self.members.lock().expect("room lock").len() as u32
+    }
+
+    /// Queues one batch for every member. Members whose queue overflows are told to close.
+    pub fn deliver(&self, batch: EdgeBatch, limits: DeliveryLimits, stats: &Stats) {
+        let fresh = self.dedup.lock().expect("dedup lock").check(&batch);
+        let packet = match fresh {
+            Fresh::Nothing => return stats.batch_received("duplicate"),
+            Fresh::All => {
+                stats.batch_received("ok");
+                batch.packet
+            }
+            Fresh::From(from) => {
+                stats.batch_received("trimmed");
+                match edge::trim(
+                    &batch.packet,
+                    from,
+                    limits.max_raw_batch,
+                    limits.brotli_quality,
+                ) {
+                    Some(packet) => packet,
+                    None => return stats.batch_received("corrupt"),
+                }
+            }
+        };
+        let mut variants = Variants::new(packet, limits.max_raw_batch, stats);
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        {
+            let members = self.members.lock().expect("room lock");
+            for member in members.values() {
+                let Some(encoded) = variants.get(member.protover, member.transport) else {
+                    continue;
+                };
+                let len = encoded.len() as u64;
+                match member.outbound.push(encoded) {
+                    Push::Queued => {
+                        frames += 1;
+                        bytes += len;
+                    }
+                    Push::Overflow => stats.slow_consumer(),
+                    Push::Closed => {}
+                }
+            }
+        }
+        let delay = (batch.oldest_publish_unix_micros > 0).then(|| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros() as i64;
+            (now - batch.oldest_publish_unix_micros).max(0) as f64 / 1e6
+        });
+        let messages = frames * u64::from(batch.message_count.max(1));
+        stats.delivered(frames, messages, bytes, delay);
+    }
+}
+
+/// Every room with local members.
+pub struct Rooms {
+    rooms: Mutex<HashMap<u64, Arc<Room>>>,
+    source: Box<dyn EdgeSource>,
+    stats: Arc<Stats>,
+}
+
+impl Rooms {
+    pub fn new(source: Box<dyn EdgeSource>, stats: Arc<Stats>) -> Self {
+        Rooms {
+            rooms: Mutex::new(HashMap::new()),
+            source,
+            stats,
+        }
+    }
+
+    /// Adds a member; the room's first member starts its subscription.
+    pub fn join(&self, room_id: u64, member: Arc<Member>) -> Arc<Room> {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let room = rooms.entry(room_id).or_insert_with(|| {
+            let room = Arc::new(Room::new(room_id));
+            *room.subscription.lock().expect("subscription lock") =
+                Some(self.source.subscribe(room.clone()));
+            self.stats.room_count(1);
+            room
+        });
+        room.members
+            .lock()
+            .expect("room lock")
+            .insert(member.conn_id, member);
+        room.clone()
+    }
+
+    /// Removes a member; the room's last member stops its subscription.
+    pub fn leave(&self, room_id: u64, conn_id: u64) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let Some(room) = rooms.get(&room_id) else {
+            return;
+        };
+        let empty = {
+            let mut members = room.members.lock().expect("room lock");
+            members.remove(&conn_id);
+            members.is_empty()
+        };
+        if empty {
+            if let Some(subscription) = room.subscription.lock().expect("subscription lock").take()
+            {
+                subscription.abort();
+            }
+            rooms.remove(&room_id);
+            self.stats.room_count(-1);
+        }
+    }
+
+    pub fn get(&self, room_id: u64) -> Option<Arc<Room>> {
+        self.rooms
+            .lock()
+            .expect("rooms lock")
+            .get(&room_id)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rooms.lock().expect("rooms lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Recorder {
+        subscribed: Arc<AtomicUsize>,
+    }
+
+    impl EdgeSource for Recorder {
+        fn subscribe(&self, _room: Arc<Room>) -> AbortHandle {
+            self.subscribed.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(std::future::pending::<()>()).abort_handle()
+        }
+    }
+
+    fn member(conn_id: u64, protover: u16) -> Arc<Member> {
+        Arc::new(Member {
+            conn_id,
+            transport: Transport::Tcp,
+            protover,
+            outbound: Outbound::new(1 << 20),
+        })
+    }
+
+    #[tokio::test]
+    async fn subscribes_on_first_join_and_unsubscribes_on_last_leave() {
+        let recorder = Recorder::default();
+        let subscribed = recorder.subscribed.clone();
+        let stats = Arc::new(Stats::default());
+        let rooms = Rooms::new(Box::new(recorder), stats.clone());
+        let room = rooms.join(7, member(1, 3));
+        rooms.join(7, member(2, 3));
+        assert_eq!(subscribed.load(Ordering::SeqCst), 1);
+        assert_eq!(room.online(), 2);
+        rooms.leave(7, 1);
+        assert_eq!(rooms.len(), 1);
+        rooms.leave(7, 2);
+        assert!(rooms.is_empty());
+        assert_eq!(stats.rooms.load(Ordering::SeqCst), 0);
+        rooms.join(7, member(3, 3));
+        assert_eq!(
+            subscribed.load(Ordering::SeqCst),
+            2,
+            "a new room subscribes again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_every_member_once_and_duplicates_are_dropped() {
+        let stats = Arc::new(Stats::default());
+        let rooms = Rooms::new(Box::new(Recorder::default()), stats.clone());
+        let members: Vec<_> = (0..5)
+            .map(|i| member(i, [0, 2, 3][i as usize % 3]))
+            .collect();
+        let mut room = None;
+        for m in &members {
+            room = Some(rooms.join(9, m.clone()));
+        }
+        let raw = danmu_proto::batch::encode_messages([&b"{\"cmd\":\"DANMU_MSG\"}"[..]]);
+        let edge = EdgeBatch {
+            packet: danmu_proto::batch::compressed_packet(
+                3,
+                &danmu_proto::batch::brotli_compress(&raw, 5),
+            ),
+            stream: "PUSH_LO_A".into(),
+            first_stream_seq: 1,
+            last_stream_seq: 1,
+            message_count: 1,
+            stream_seqs: vec![1],
+            ..Default::default()
+        };
+        let limits = DeliveryLimits {
+            max_raw_batch: 1 << 20,
+            brotli_quality: 5,
+        };
+        let room = room.unwrap();
+        room.deliver(edge.clone(), limits, &stats);
+        room.deliver(edge, limits, &stats);
+        assert_eq!(crate::stats::get(&stats.deliveries), 5);
+        assert_eq!(crate::stats::get(&stats.batches_duplicate), 1);
+        assert_eq!(crate::stats::get(&stats.zlib_encodes), 1);
+        for m in &members {
+            let mut out = Default::default();
+            m.outbound.drain_into(&mut out);
+            assert_eq!(out.len(), 1);
+        }
+    }
+}

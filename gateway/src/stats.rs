@@ -1,0 +1,110 @@
+//! Counters kept as Prometheus metrics for operators and as atomics on the running gateway,
+//! so in-process tests can assert exact counts. Per-delivery counts are added once per batch,
+//! never once per member, to keep the fan-out loop free of metric calls.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use metrics::{counter, gauge, histogram};
+
+use crate::session::CloseReason;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub auth_ok: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub rooms: AtomicI64,
+    pub batches_received: AtomicU64,
+    /// Batches already delivered (a distributor published them again after a failover).
+    pub batches_duplicate: AtomicU64,
+    /// Batches that partly overlapped delivered ones and were cut down to the new messages.
+    pub batches_trimmed: AtomicU64,
+    pub batches_corrupt: AtomicU64,
+    /// Derived encodings built from a batch: brotli decoded to raw, raw compressed to zlib.
+    /// Once per batch per gateway at most, whatever the member count.
+    pub brotli_decodes: AtomicU64,
+    pub zlib_encodes: AtomicU64,
+    /// Frames queued to members (one per member per batch).
+    pub deliveries: AtomicU64,
+    /// Messages queued to members (batch size × members).
+    pub messages_delivered: AtomicU64,
+    pub slow_consumers: AtomicU64,
+}
+
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Stats {
+    pub(crate) fn connection_opened(&self, transport: &'static str) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        gauge!("danmu_gateway_connections", "transport" => transport).increment(1.0);
+        counter!("danmu_gateway_connections_accepted_total", "transport" => transport).increment(1);
+    }
+
+    pub(crate) fn connection_closed(&self, transport: &'static str, reason: &CloseReason) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        gauge!("danmu_gateway_connections", "transport" => transport).decrement(1.0);
+        counter!("danmu_gateway_connections_closed_total", "transport" => transport, "reason" => reason.label())
+            .increment(1);
+    }
+
+    pub(crate) fn auth(&self, ok: bool) {
+        let (counter, result) = if ok {
+            (&self.auth_ok, "ok")
+        } else {
+            (&self.auth_failed, "failed")
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_auth_total", "result" => result).increment(1);
+    }
+
+    pub(crate) fn room_count(&self, delta: i64) {
+        let now = self.rooms.fetch_add(delta, Ordering::Relaxed) + delta;
+        gauge!("danmu_gateway_rooms").set(now as f64);
+    }
+
+    pub(crate) fn batch_received(&self, outcome: &'static str) {
+        counter!("danmu_gateway_batches_received_total", "outcome" => outcome).increment(1);
+        let counter = match outcome {
+            "duplicate" => &self.batches_duplicate,
+            "trimmed" => &self.batches_trimmed,
+            "corrupt" => &self.batches_corrupt,
+            _ => &self.batches_received,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn variant_built(&self, variant: &'static str) {
+        let counter = match variant {
+            "zlib" => &self.zlib_encodes,
+            _ => &self.brotli_decodes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_variant_encodes_total", "variant" => variant).increment(1);
+    }
+
+    pub(crate) fn delivered(
+        &self,
+        frames: u64,
+        messages: u64,
+        bytes: u64,
+        publish_delay_secs: Option<f64>,
+    ) {
+        self.deliveries.fetch_add(frames, Ordering::Relaxed);
+        self.messages_delivered
+            .fetch_add(messages, Ordering::Relaxed);
+        counter!("danmu_gateway_deliveries_total").increment(frames);
+        counter!("danmu_gateway_messages_delivered_total").increment(messages);
+        counter!("danmu_gateway_delivered_bytes_total").increment(bytes);
+        if let Some(delay) = publish_delay_secs {
+            histogram!("danmu_gateway_publish_delay_seconds").record(delay);
+        }
+    }
+
+    pub(crate) fn slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,262 @@
+//! NATS subject and stream names: the contract between business backends, distributors and
+//! gateways. `docs/architecture.md` explains the design; this module is its single source.
+//!
+//! ```text
+//! business publishes   danmu.push.<prio>.<scope>.<target>        (any region, core or JetStream)
+//! cluster mapping  ->  danmu.in.<region>.<prio>.<scope>.<target>  (captured by PUSH_<PRIO>_<REGION>)
+//! distributor      ->  danmu.edge.<scope>.<target>                (core NATS, EdgeBatch)
+//! ```
+//!
+//! Each region's NATS cluster maps the business subject onto its own region's ingest subjects,
+//! so a message is stored once, in the region where it was published, and its edge batch crosses
+//! each inter-region link once (NATS gateways forward one copy per interested cluster).
+
+use std::fmt;
+
+/// Subject prefix every business publish starts with.
+pub const PUSH_PREFIX: &str = "danmu.push";
+/// Prefix of the region-qualified ingest subjects the push streams capture.
+pub const INGEST_PREFIX: &str = "danmu.in";
+/// Prefix of the subjects distributors publish pre-encoded batches on.
+pub const EDGE_PREFIX: &str = "danmu.edge";
+/// Default JetStream KV bucket gateways report their health into.
+pub const NODES_BUCKET: &str = "danmu_nodes";
+/// Target token used for the `all` scope, which has no target of its own.
+pub const ALL_TARGET: &str = "_";
+
+/// Delivery priority. Each has its own stream, consumer and distributor worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Danmu, gifts, likes: aggregated, shed first under congestion.
+    Low,
+    /// Invitations, notices: never aggregated for long, never shed.
+    High,
+}
+
+impl Priority {
+    /// Both priorities, high first.
+    pub const ALL: [Priority; 2] = [Priority::High, Priority::Low];
+
+    /// The subject token: `hi` or `lo`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Priority::Low => "lo",
+            Priority::High => "hi",
+        }
+    }
+
+    /// Parses `hi` or `lo`.
+    pub fn from_token(token: &str) -> Option<Self> {
+        match token {
+            "lo" => Some(Priority::Low),
+            "hi" => Some(Priority::High),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.token())
+    }
+}
+
+/// Who a push is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every member of a room.
+    Room(u64),
+    /// Every connection of a user, in every region.
+    User(u64),
+    /// One device (buvid).
+    Device(String),
+    /// Every connection on one region's gateways.
+    Region(String),
+    /// Everyone.
+    All,
+}
+
+impl Scope {
+    /// Parses the `<scope>.<target>` tokens of a subject.
+    pub fn from_tokens(scope: &str, target: &str) -> Result<Self, SubjectError> {
+        let number = || {
+            target
+                .parse::<u64>()
+                .map_err(|_| SubjectError::BadTarget(format!("{scope}.{target}")))
+        };
+        match scope {
+            "room" => Ok(Scope::Room(number()?)),
+            "user" => Ok(Scope::User(number()?)),
+            "device" if is_valid_token(target) => Ok(Scope::Device(target.to_owned())),
+            "region" if is_valid_token(target) => Ok(Scope::Region(target.to_owned())),
+            "all" => Ok(Scope::All),
+            "device" | "region" => Err(SubjectError::BadTarget(format!("{scope}.{target}"))),
+            other => Err(SubjectError::UnknownScope(other.to_owned())),
+        }
+    }
+
+    fn write_tokens(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Room(room) => write!(f, "room.{room}"),
+            Scope::User(uid) => write!(f, "user.{uid}"),
+            Scope::Device(device) => write!(f, "device.{device}"),
+            Scope::Region(region) => write!(f, "region.{region}"),
+            Scope::All => write!(f, "all.{ALL_TARGET}"),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_tokens(f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a subject is not one of ours.
+pub enum SubjectError {
+    /// Wrong prefix or token count.
+    #[error("subject `{0}` is not danmu.in.<region>.<hi|lo>.<scope>.<target>")]
+    Malformed(String),
+    /// A scope token we do not know.
+    #[error("unknown scope `{0}` (expected room, user, device, region or all)")]
+    UnknownScope(String),
+    /// A target that does not fit its scope.
+    #[error(
+        "bad target `{0}`: rooms and users are unsigned integers; devices and regions are single subject tokens"
+    )]
+    BadTarget(String),
+}
+
+/// A NATS subject token must be non-empty and free of separators and wildcards.
+pub fn is_valid_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| !matches!(b, b'.' | b'*' | b'>' | b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+/// `danmu.push.<prio>.<scope>.<target>`: what business backends publish on.
+pub fn push(priority: Priority, scope: &Scope) -> String {
+    format!("{PUSH_PREFIX}.{priority}.{scope}")
+}
+
+/// `danmu.in.<region>.<prio>.<scope>.<target>`: what the region's cluster mapping produces.
+pub fn ingest(region: &str, priority: Priority, scope: &Scope) -> String {
+    format!("{INGEST_PREFIX}.{region}.{priority}.{scope}")
+}
+
+/// The filter a push stream captures: `danmu.in.<region>.<prio>.>`.
+pub fn ingest_filter(region: &str, priority: Priority) -> String {
+    format!("{INGEST_PREFIX}.{region}.{priority}.>")
+}
+
+/// Stream name for a region and priority: `PUSH_LO_A`, `PUSH_HI_A`. Stream names are unique
+/// across a supercluster, hence the region suffix.
+pub fn push_stream(region: &str, priority: Priority) -> String {
+    let prio = match priority {
+        Priority::Low => "LO",
+        Priority::High => "HI",
+    };
+    format!("PUSH_{prio}_{}", region.to_ascii_uppercase())
+}
+
+/// `danmu.edge.<scope>.<target>`: where the distributor publishes a scope's batches.
+pub fn edge(scope: &Scope) -> String {
+    format!("{EDGE_PREFIX}.{scope}")
+}
+
+/// A parsed ingest subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingest {
+    /// Region whose cluster stored it.
+    pub region: String,
+    /// Which stream family.
+    pub priority: Priority,
+    /// Who it is for.
+    pub scope: Scope,
+}
+
+/// Parses `danmu.in.<region>.<prio>.<scope>.<target>`.
+pub fn parse_ingest(subject: &str) -> Result<Ingest, SubjectError> {
+    let malformed = || SubjectError::Malformed(subject.to_owned());
+    let rest = subject
+        .strip_prefix(INGEST_PREFIX)
+        .and_then(|r| r.strip_prefix('.'))
+        .ok_or_else(malformed)?;
+    let mut tokens = rest.split('.');
+    let (Some(region), Some(prio), Some(scope), Some(target), None) = (
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+    ) else {
+        return Err(malformed());
+    };
+    let priority = Priority::from_token(prio).ok_or_else(malformed)?;
+    Ok(Ingest {
+        region: region.to_owned(),
+        priority,
+        scope: Scope::from_tokens(scope, target)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_have_the_documented_shape() {
+        let room = Scope::Room(1001);
+        assert_eq!(push(Priority::Low, &room), "danmu.push.lo.room.1001");
+        assert_eq!(
+            ingest("A", Priority::High, &room),
+            "danmu.in.A.hi.room.1001"
+        );
+        assert_eq!(edge(&room), "danmu.edge.room.1001");
+        assert_eq!(edge(&Scope::All), "danmu.edge.all._");
+        assert_eq!(ingest_filter("B", Priority::Low), "danmu.in.B.lo.>");
+        assert_eq!(push_stream("a", Priority::Low), "PUSH_LO_A");
+    }
+
+    #[test]
+    fn ingest_subjects_round_trip() {
+        for scope in [
+            Scope::Room(7),
+            Scope::User(42),
+            Scope::Device("buvid-x".into()),
+            Scope::Region("B".into()),
+            Scope::All,
+        ] {
+            let parsed = parse_ingest(&ingest("A", Priority::Low, &scope)).unwrap();
+            assert_eq!(parsed.scope, scope);
+            assert_eq!(parsed.region, "A");
+            assert_eq!(parsed.priority, Priority::Low);
+        }
+    }
+
+    #[test]
+    fn bad_ingest_subjects_are_rejected_with_the_reason() {
+        assert!(matches!(
+            parse_ingest("danmu.in.A.lo.room.abc"),
+            Err(SubjectError::BadTarget(_))
+        ));
+        assert!(matches!(
+            parse_ingest("danmu.in.A.lo.planet.3"),
+            Err(SubjectError::UnknownScope(_))
+        ));
+        assert!(matches!(
+            parse_ingest("danmu.in.A.mid.room.3"),
+            Err(SubjectError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_ingest("danmu.in.A.lo.room.3.extra"),
+            Err(SubjectError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_ingest("other.in.A.lo.room.3"),
+            Err(SubjectError::Malformed(_))
+        ));
+    }
+}

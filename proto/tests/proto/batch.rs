@@ -1,0 +1,157 @@
+//! Batches: nested packets, zlib (v2) and brotli (v3), and the limits that keep a client or a
+//! gateway safe from decompression bombs.
+
+use bytes::BytesMut;
+use danmu_proto::batch::{
+    self, BatchError, DEFAULT_BROTLI_QUALITY, brotli_compress, brotli_decompress,
+    compressed_packet, encode_messages, unpack, zlib_compress, zlib_decompress,
+};
+use danmu_proto::frame::{self, DEFAULT_MAX_PACKET_LEN, Frame, op, version};
+use proptest::prelude::*;
+
+use crate::hex;
+
+const DANMU: &[u8] = br#"{"cmd":"DANMU_MSG"}"#;
+const GIFT: &[u8] = br#"{"cmd":"SEND_GIFT"}"#;
+
+fn expected_inner() -> Vec<Frame> {
+    vec![
+        Frame::new(version::RAW, op::MESSAGE, 0, DANMU),
+        Frame::new(version::RAW, op::MESSAGE, 0, GIFT),
+    ]
+}
+
+fn decode_one(bytes: &[u8]) -> Frame {
+    let mut buf = BytesMut::from(bytes);
+    let f = frame::decode(&mut buf, DEFAULT_MAX_PACKET_LEN)
+        .unwrap()
+        .unwrap();
+    assert!(buf.is_empty());
+    f
+}
+
+#[test]
+fn encode_messages_is_a_run_of_v0_packets() {
+    let run = encode_messages([DANMU, GIFT]);
+    let mut expected = hex("00 00 00 23 00 10 00 00 00 00 00 05 00 00 00 00");
+    expected.extend_from_slice(DANMU);
+    expected.extend_from_slice(&hex("00 00 00 23 00 10 00 00 00 00 00 05 00 00 00 00"));
+    expected.extend_from_slice(GIFT);
+    assert_eq!(run, expected);
+    assert!(encode_messages(std::iter::empty()).is_empty());
+}
+
+#[test]
+fn zlib_batch_from_another_implementation_unpacks() {
+    // Produced by Python's zlib.compress(run, 6): any RFC 1950 encoder must interoperate.
+    let wire = hex(
+        "00000044001000020000000500000000789c636060506610600001561051ad949c9ba264a5e4e2e8e7
+         1b1aef1becae54cb804349b0ab9f4bbcbba75b88522d004d0e0bbb",
+    );
+    let outer = decode_one(&wire);
+    assert_eq!((outer.version, outer.op), (version::ZLIB, op::MESSAGE));
+    assert_eq!(unpack(&outer, 1 << 20).unwrap(), expected_inner());
+}
+
+#[test]
+fn v2_zlib_batch_round_trip() {
+    let run = encode_messages([DANMU, GIFT]);
+    let z = zlib_compress(&run, batch::DEFAULT_ZLIB_LEVEL);
+    assert_eq!(z[0], 0x78, "RFC 1950 header");
+    let wire = compressed_packet(version::ZLIB, &z);
+    assert_eq!(&wire[..4], &((16 + z.len()) as u32).to_be_bytes());
+    assert_eq!(
+        &wire[4..16],
+        &hex("00 10 00 02 00 00 00 05 00 00 00 00")[..]
+    );
+    assert_eq!(
+        unpack(&decode_one(&wire), 1 << 20).unwrap(),
+        expected_inner()
+    );
+}
+
+#[test]
+fn v3_brotli_batch_round_trip() {
+    let run = encode_messages([DANMU, GIFT]);
+    let b = brotli_compress(&run, DEFAULT_BROTLI_QUALITY);
+    let wire = compressed_packet(version::BROTLI, &b);
+    let outer = decode_one(&wire);
+    assert_eq!((outer.version, outer.op, outer.seq), (3, 5, 0));
+    assert_eq!(unpack(&outer, 1 << 20).unwrap(), expected_inner());
+}
+
+#[test]
+fn uncompressed_versions_unpack_to_themselves() {
+    let m = decode_one(&frame::message(DANMU));
+    assert_eq!(unpack(&m, 0).unwrap(), vec![m.clone()]);
+    let hb = decode_one(&frame::heartbeat_reply(5));
+    assert_eq!(unpack(&hb, 0).unwrap(), vec![hb.clone()]);
+    let odd = Frame::new(9, op::MESSAGE, 0, &b"x"[..]);
+    assert_eq!(unpack(&odd, 100), Err(BatchError::UnknownVersion(9)));
+}
+
+#[test]
+fn decompression_is_bounded() {
+    let zeros = vec![0u8; 4 << 20];
+    let z = zlib_compress(&zeros, 9);
+    let b = brotli_compress(&zeros, 5);
+    assert!(z.len() < 10_000 && b.len() < 10_000);
+    assert_eq!(
+        zlib_decompress(&z, 1 << 20),
+        Err(BatchError::TooLarge { max: 1 << 20 })
+    );
+    assert_eq!(
+        brotli_decompress(&b, 1 << 20),
+        Err(BatchError::TooLarge { max: 1 << 20 })
+    );
+    // Exactly at the limit is fine.
+    assert_eq!(zlib_decompress(&z, 4 << 20).unwrap().len(), 4 << 20);
+    assert_eq!(brotli_decompress(&b, 4 << 20).unwrap().len(), 4 << 20);
+}
+
+#[test]
+fn truncated_or_corrupt_batches_are_errors() {
+    let run = encode_messages([DANMU, GIFT, DANMU]);
+    for compressed in [
+        zlib_compress(&run, 6),
+        brotli_compress(&run, DEFAULT_BROTLI_QUALITY),
+    ] {
+        let v = if compressed[0] == 0x78 { 2 } else { 3 };
+        for cut in 0..compressed.len() {
+            let f = Frame::new(v, op::MESSAGE, 0, compressed[..cut].to_vec());
+            assert!(unpack(&f, 1 << 20).is_err(), "v{v} cut at {cut} accepted");
+        }
+    }
+    // A whole stream whose content is not whole packets.
+    let half = &run[..run.len() - 3];
+    let f = Frame::new(2, op::MESSAGE, 0, zlib_compress(half, 6));
+    assert!(matches!(unpack(&f, 1 << 20), Err(BatchError::Inner(_))));
+}
+
+proptest! {
+    #[test]
+    fn batches_round_trip(
+        messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..30),
+        quality in 0u32..=11,
+    ) {
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let run = encode_messages(refs.iter().copied());
+        for (v, body) in [(2, zlib_compress(&run, quality.min(9))), (3, brotli_compress(&run, quality))] {
+            let outer = decode_one(&compressed_packet(v, &body));
+            let inner = unpack(&outer, run.len()).unwrap();
+            prop_assert_eq!(inner.len(), messages.len());
+            for (f, m) in inner.iter().zip(&messages) {
+                prop_assert_eq!((f.version, f.op, f.seq), (0, op::MESSAGE, 0));
+                prop_assert_eq!(&f.body[..], &m[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_unpack_never_panics(
+        v in 2u16..=3,
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let _ = unpack(&Frame::new(v, op::MESSAGE, 0, body), 1 << 16);
+    }
+}

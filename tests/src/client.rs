@@ -1,0 +1,264 @@
+//! A protocol client for tests: speaks GOIM framing over WebSocket or TCP exactly as a
+//! third-party client would, decodes every batch fully, and counts what it received.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::{Bytes, BytesMut};
+use danmu_proto::frame::{self, Frame, op};
+use danmu_proto::{batch, websocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Tcp,
+}
+
+/// What arrives from the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Frame(Frame),
+    /// The connection closed; WebSocket close code and reason when one was sent.
+    Closed(Option<(u16, String)>),
+}
+
+pub struct Client {
+    transport: Transport,
+    stream: TcpStream,
+    read_buf: BytesMut,
+    ws: Option<websocket::Decoder>,
+    /// Payload bytes of WebSocket messages not yet split into GOIM packets.
+    packets: BytesMut,
+    events: VecDeque<Event>,
+    closed: bool,
+    /// Outer MESSAGE frames received (a batch counts once).
+    pub message_frames: u64,
+    /// Versions seen on MESSAGE frames.
+    pub versions_seen: Vec<u16>,
+}
+
+const MAX: usize = 16 * 1024 * 1024;
+
+impl Client {
+    pub async fn connect(transport: Transport, addr: SocketAddr) -> anyhow::Result<Client> {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let mut read_buf = BytesMut::new();
+        let ws = if transport == Transport::WebSocket {
+            let request =
+                websocket::client_request(&addr.to_string(), "/sub", "dGhlIHNhbXBsZSBub25jZQ==");
+            stream.write_all(&request).await?;
+            loop {
+                if let Some((status, consumed)) = websocket::parse_response(&read_buf)? {
+                    if status != 101 {
+                        bail!("upgrade refused with HTTP {status}");
+                    }
+                    let _ = read_buf.split_to(consumed);
+                    break;
+                }
+                if stream.read_buf(&mut read_buf).await? == 0 {
+                    bail!("closed during the upgrade");
+                }
+            }
+            Some(websocket::Decoder::new(websocket::Role::Client, MAX))
+        } else {
+            None
+        };
+        Ok(Client {
+            transport,
+            stream,
+            read_buf,
+            ws,
+            packets: BytesMut::new(),
+            events: VecDeque::new(),
+            closed: false,
+            message_frames: 0,
+            versions_seen: Vec::new(),
+        })
+    }
+
+    /// Sends raw bytes as the transport carries them (one binary message on WebSocket).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match self.transport {
+            Transport::Tcp => self.stream.write_all(bytes).await?,
+            Transport::WebSocket => {
+                self.send_ws(websocket::opcode::BINARY, bytes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one WebSocket frame (masked, as clients must).
+    pub async fn send_ws(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+        let frame = websocket::client_frame(opcode, payload, [0x12, 0x34, 0x56, 0x78]);
+        self.stream.write_all(&frame).await?;
+        Ok(())
+    }
+
+    pub async fn send(&mut self, frame: &Frame) -> anyhow::Result<()> {
+        self.send_bytes(&frame.to_bytes()).await
+    }
+
+    /// Sends AUTH and returns the AUTH_REPLY code.
+    pub async fn auth(
+        &mut self,
+        uid: u64,
+        room: u64,
+        protover: u16,
+        key: &str,
+    ) -> anyhow::Result<i32> {
+        let body = serde_json::json!({
+            "uid": uid, "roomid": room, "protover": protover, "platform": "web", "type": 2,
+            "key": key, "buvid": "test-buvid",
+        });
+        self.send(&Frame::new(1, op::AUTH, 1, serde_json::to_vec(&body)?))
+            .await?;
+        match self.next(Duration::from_secs(10)).await? {
+            Event::Frame(f) if f.op == op::AUTH_REPLY => {
+                let reply: serde_json::Value = serde_json::from_slice(&f.body)
+                    .with_context(|| format!("AUTH_REPLY body {:?}", f.body))?;
+                Ok(reply["code"].as_i64().context("AUTH_REPLY without code")? as i32)
+            }
+            other => bail!("expected AUTH_REPLY, got {other:?}"),
+        }
+    }
+
+    /// Sends a heartbeat and returns the online count of the reply.
+    pub async fn heartbeat(&mut self) -> anyhow::Result<u32> {
+        self.send(&Frame::new(1, op::HEARTBEAT, 2, Bytes::new()))
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Event::Frame(f) if f.op == op::HEARTBEAT_REPLY => {
+                    let body: [u8; 4] = f.body[..]
+                        .try_into()
+                        .context("HEARTBEAT_REPLY body is not 4 bytes")?;
+                    return Ok(u32::from_be_bytes(body));
+                }
+                Event::Frame(_) => continue,
+                Event::Closed(why) => bail!("closed while waiting for HEARTBEAT_REPLY: {why:?}"),
+            }
+        }
+    }
+
+    /// The next frame or close, within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Event> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            if self.closed {
+                return Ok(Event::Closed(None));
+            }
+            self.read_buf.reserve(64 * 1024);
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
+                .await
+                .context("timed out waiting for the gateway")?;
+            match read {
+                Ok(0) | Err(_) => {
+                    self.parse()?;
+                    self.closed = true;
+                    if !self.events.iter().any(|e| matches!(e, Event::Closed(_))) {
+                        self.events.push_back(Event::Closed(None));
+                    }
+                }
+                Ok(_) => self.parse()?,
+            }
+        }
+    }
+
+    fn parse(&mut self) -> anyhow::Result<()> {
+        match &mut self.ws {
+            None => {
+                while let Some(f) = frame::decode(&mut self.read_buf, MAX)? {
+                    self.events.push_back(Event::Frame(f));
+                }
+            }
+            Some(decoder) => {
+                while let Some(message) = decoder.decode(&mut self.read_buf)? {
+                    match message {
+                        websocket::Message::Binary(payload) => {
+                            self.packets.extend_from_slice(&payload);
+                            while let Some(f) = frame::decode(&mut self.packets, MAX)? {
+                                self.events.push_back(Event::Frame(f));
+                            }
+                            if !self.packets.is_empty() {
+                                bail!("a WebSocket message ended inside a GOIM packet");
+                            }
+                        }
+                        websocket::Message::Close(reason) => {
+                            self.events.push_back(Event::Closed(reason));
+                            self.closed = true;
+                        }
+                        other => bail!("unexpected WebSocket message {other:?}"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives MESSAGE frames until `count` business messages have arrived, unpacking
+    /// batches; other frames are ignored.
+    pub async fn messages(
+        &mut self,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Bytes>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self
+                .next(left)
+                .await
+                .with_context(|| format!("got {} of {count} messages", out.len()))?
+            {
+                Event::Frame(f) if f.op == op::MESSAGE => out.extend(self.unpack(&f)?),
+                Event::Frame(_) => {}
+                Event::Closed(why) => {
+                    bail!("closed after {} of {count} messages: {why:?}", out.len())
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unpacks one MESSAGE frame (any version) into its business payloads.
+    pub fn unpack(&mut self, f: &Frame) -> anyhow::Result<Vec<Bytes>> {
+        self.message_frames += 1;
+        if !self.versions_seen.contains(&f.version) {
+            self.versions_seen.push(f.version);
+        }
+        let inner = batch::unpack(f, MAX)?;
+        Ok(inner.into_iter().map(|f| f.body).collect())
+    }
+
+    /// Asserts nothing arrives within `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) -> anyhow::Result<()> {
+        match self.next(quiet).await {
+            Err(_) => Ok(()),
+            Ok(event) => bail!("expected nothing, got {event:?}"),
+        }
+    }
+
+    /// Waits for the connection to close, skipping frames; returns the close frame if any.
+    pub async fn closed(&mut self, timeout: Duration) -> anyhow::Result<Option<(u16, String)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Event::Closed(why) = self.next(left).await? {
+                return Ok(why);
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Builders that run danmu's own services in-process against real NATS servers, on free
+//! loopback ports, with test-friendly defaults.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use danmu_proto::token::{self, Claims, TokenIssuer};
+
+/// A signing key pair, as control and the gateways would hold it.
+pub struct Keys {
+    pub issuer: TokenIssuer,
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+impl Keys {
+    pub fn generate() -> Keys {
+        let pair = token::generate_keypair();
+        Keys {
+            issuer: TokenIssuer::from_private_pem(&pair.private_pem).expect("fresh key"),
+            private_pem: pair.private_pem,
+            public_pem: pair.public_pem,
+        }
+    }
+
+    /// A token for `uid`, valid for `ttl`, for the given rooms (`None` = any room).
+    pub fn token(&self, uid: u64, rooms: Option<Vec<u64>>, ttl: Duration) -> String {
+        let now = unix_now();
+        self.issuer
+            .issue(&Claims {
+                sub: uid.to_string(),
+                uid,
+                dev: format!("device-{uid}"),
+                rooms,
+                iat: now,
+                exp: now + ttl.as_secs(),
+                iss: token::ISSUER.into(),
+                aud: token::AUDIENCE.into(),
+            })
+            .expect("issuing a token")
+    }
+
+    /// A token that expired a minute ago.
+    pub fn expired_token(&self, uid: u64) -> String {
+        let now = unix_now();
+        self.issuer
+            .issue(&Claims {
+                sub: uid.to_string(),
+                uid,
+                dev: String::new(),
+                rooms: None,
+                iat: now - 120,
+                exp: now - 60,
+                iss: token::ISSUER.into(),
+                aud: token::AUDIENCE.into(),
+            })
+            .expect("issuing a token")
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// A gateway config on free loopback ports for `region`, verifying with `keys`.
+pub fn gateway_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_gateway::Config {
+    danmu_gateway::Config {
+        node_id: format!("gw-{region}-{}", rand_suffix()),
+        region: region.into(),
+        nats_url: nats_url.into(),
+        token_public_key_pem: Some(keys.public_pem.clone()),
+        ws_listen: Some(([127, 0, 0, 1], 0).into()),
+        tcp_listen: Some(([127, 0, 0, 1], 0).into()),
+        report_interval_ms: 500,
+        node_ttl_secs: 5,
+        ..Default::default()
+    }
+}
+
+pub async fn start_gateway(
+    config: danmu_gateway::Config,
+) -> anyhow::Result<danmu_gateway::Gateway> {
+    let listeners = danmu_gateway::Listeners::bind(&config).await?;
+    danmu_gateway::start(listeners, config).await
+}
+
+/// A distributor config for `region` with a short failover, so tests that kill one do not
+/// wait long for the standby.
+pub fn distributor_config(nats_url: &str, region: &str) -> danmu_distributor::Config {
+    let mut config = danmu_distributor::Config {
+        nats_url: nats_url.into(),
+        region: region.into(),
+        instance: format!("dist-{region}-{}", rand_suffix()),
+        ..Default::default()
+    };
+    config.low.failover_ms = 1_500;
+    config.low.ack_wait_secs = 3;
+    config
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    std::process::id() * 1000 + NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,27 @@
+//! Real nats-server processes for tests: a standalone server, or a supercluster of one server per
+//! region joined by gateways, on free loopback ports, with the region mappings of the fabric.
+//!
+//! - `config`: [`ServerSpec`] and the pure [`server_config`] renderer shared with `local-nats`.
+//! - `binary`: finding nats-server (`$NATS_SERVER_BIN` or `PATH`) and checking its version.
+//! - `server`: [`NatsServer`], one process; killed and its store removed on Drop.
+//! - `supercluster`: [`single`], [`supercluster`] and [`SuperclusterBuilder`], with readiness checks.
+//! - `monitor`: a raw HTTP GET for the monitoring port.
+
+mod binary;
+mod config;
+mod monitor;
+mod server;
+mod supercluster;
+#[cfg(test)]
+mod tests;
+
+pub use binary::{BINARY_ENV, MIN_VERSION, binary};
+pub use config::{
+    Gateway, INGEST_PREFIX, PUBLISH_SUBJECTS, ServerPorts, ServerSpec, ingest_subject,
+    mappings_block, server_config,
+};
+pub use server::NatsServer;
+pub use supercluster::{
+    PortLayout, SINGLE_READY_TIMEOUT, SUPERCLUSTER_READY_TIMEOUT, Supercluster,
+    SuperclusterBuilder, single, supercluster,
+};
