@@ -86,8 +86,12 @@ pub struct WorkerConfig {
     pub max_ack_pending: i64,
     /// Redelivery after this long without an ack. Far above the window, so redelivery only
     /// happens after a distributor died.
-    pub ack_wait_secs: u64,
+    pub ack_wait_ms: u64,
     /// A standby instance takes over after the active one has not pulled for this long.
+    ///
+    /// Must exceed `ack_wait_ms` plus the pull expiry (a third of this): then everything the
+    /// dead instance left unacked is already due for redelivery when the standby gets the pin,
+    /// and JetStream hands redeliveries out before new messages, so the room's order holds.
     pub failover_ms: u64,
 }
 
@@ -99,8 +103,8 @@ impl Default for WorkerConfig {
             max_batch_bytes: 32 * 1024,
             pull_batch: 500,
             max_ack_pending: 20_000,
-            ack_wait_secs: 30,
-            failover_ms: 5_000,
+            ack_wait_ms: 4_000,
+            failover_ms: 8_000,
         }
     }
 }
@@ -204,16 +208,17 @@ impl Config {
         if self.low.pull_batch == 0 {
             return invalid("low.pull_batch", "must be at least 1");
         }
-        if Duration::from_secs(self.low.ack_wait_secs)
-            <= Duration::from_millis(self.low.window_ms) * 10
-        {
+        if self.low.ack_wait_ms < 500 || self.low.ack_wait_ms <= self.low.window_ms * 10 {
             return invalid(
-                "low.ack_wait_secs",
-                "must be far above the window, or messages are redelivered while still batched",
+                "low.ack_wait_ms",
+                "must be at least 500 and far above the window, or messages are redelivered while still batched",
             );
         }
-        if self.low.failover_ms < 1_000 {
-            return invalid("low.failover_ms", "must be at least 1000");
+        if self.low.failover_ms * 2 / 3 <= self.low.ack_wait_ms + 100 {
+            return invalid(
+                "low.failover_ms",
+                "must exceed 1.5 x ack_wait_ms (+150 ms), or a standby could take over before the dead instance's messages are due again, breaking room order",
+            );
         }
         Ok(())
     }
@@ -254,8 +259,11 @@ mod tests {
                 .contains("`region`")
         );
         config.region = "A".into();
-        config.low.ack_wait_secs = 0;
+        config.low.ack_wait_ms = 0;
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("low.ack_wait_secs"), "{err}");
+        assert!(err.contains("low.ack_wait_ms"), "{err}");
+        config.low.ack_wait_ms = 6_000;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("low.failover_ms"), "{err}");
     }
 }

@@ -7,6 +7,7 @@
 //! - `window`: the adaptive aggregation window, plain state with an explicit clock.
 //! - `encode`: a closed batch to the `EdgeBatch` gateways receive (the one compression).
 //! - `streams`: push stream and consumer definitions.
+//! - `redelivery`: holds redelivered messages until they can leave in stream order.
 //! - `worker`: one priority's pull → aggregate → publish → ack loop (the only IO).
 //! - `lag`: consumer lag sampling for metrics.
 //! - `stats`: counters, as metrics and as atomics tests can read.
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod encode;
 mod lag;
+mod redelivery;
 pub mod stats;
 pub mod streams;
 pub mod window;

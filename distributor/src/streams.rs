@@ -50,7 +50,7 @@ pub fn consumer_config(priority: Priority, worker: &WorkerConfig) -> consumer::p
             "danmu distributor: aggregates, compresses, publishes edge batches".into(),
         ),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(worker.ack_wait_secs),
+        ack_wait: Duration::from_millis(worker.ack_wait_ms),
         max_ack_pending: worker.max_ack_pending,
         deliver_policy: consumer::DeliverPolicy::All,
         priority_policy: consumer::PriorityPolicy::PinnedClient,

@@ -20,8 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
 use crate::encode::{Pending, encode_batch};
+use crate::redelivery::Redeliveries;
 use crate::stats::Stats;
 use crate::window::{Aggregator, Batch};
+
+/// Longest time redelivered messages wait for the first new message before leaving sorted.
+const REDELIVERY_HOLD: Duration = Duration::from_millis(100);
 
 type Acker = jetstream::message::Acker;
 
@@ -41,9 +45,9 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut aggregator: Aggregator<Scope, Pending<Acker>> =
             Aggregator::new(self.config.window());
-        // Pulls must expire well within the failover time, or the pin lapses between pulls.
-        let expires =
-            Duration::from_millis(self.config.failover_ms / 3).max(Duration::from_millis(300));
+        // Pulls must expire well within the failover time, or the pin lapses between pulls
+        // (config validation relies on this being a third of it).
+        let expires = Duration::from_millis(self.config.failover_ms / 3);
         let mut messages = self
             .consumer
             .stream()
@@ -55,8 +59,11 @@ impl Worker {
             .await
             .context("starting the pull")?;
 
+        let mut redeliveries = Redeliveries::new(REDELIVERY_HOLD);
+
         loop {
             let deadline = aggregator.next_deadline();
+            let release = redeliveries.deadline();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -65,10 +72,20 @@ impl Worker {
                         self.publish(batch).await?;
                     }
                 }
+                _ = sleep_until(release), if release.is_some() => {
+                    self.aggregate(redeliveries.release(), &mut aggregator).await?;
+                }
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
-                        if let Some(batch) = self.accept(message, &mut aggregator).await {
-                            self.publish(batch).await?;
+                        let Some((pending, redelivered)) = self.accept(message).await else {
+                            continue;
+                        };
+                        if redelivered {
+                            redeliveries.hold(pending.1.stream_seq, pending, Instant::now());
+                        } else {
+                            // New messages come after every due redelivery: release those first.
+                            self.aggregate(redeliveries.release(), &mut aggregator).await?;
+                            self.aggregate([pending], &mut aggregator).await?;
                         }
                     }
                     Some(Err(error)) => {
@@ -80,6 +97,8 @@ impl Worker {
                 },
             }
         }
+        self.aggregate(redeliveries.release(), &mut aggregator)
+            .await?;
         for batch in aggregator.take_all() {
             self.publish(batch).await?;
         }
@@ -87,12 +106,23 @@ impl Worker {
         Ok(())
     }
 
-    /// Takes one JetStream message into the aggregator; returns a batch if one closes.
-    async fn accept(
+    /// Adds messages to the aggregator in the given order, publishing batches that close.
+    async fn aggregate(
         &self,
-        message: jetstream::Message,
+        messages: impl IntoIterator<Item = (Scope, Pending<Acker>)>,
         aggregator: &mut Aggregator<Scope, Pending<Acker>>,
-    ) -> Option<Batch<Scope, Pending<Acker>>> {
+    ) -> anyhow::Result<()> {
+        for (scope, pending) in messages {
+            if let Some(batch) = aggregator.push(scope, pending, Instant::now()) {
+                self.publish(batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one JetStream message: its target, the message, and whether it is a redelivery.
+    /// Messages on subjects that are not ours are terminated (never redelivered) and counted.
+    async fn accept(&self, message: jetstream::Message) -> Option<((Scope, Pending<Acker>), bool)> {
         let (stream_seq, published_micros, redelivered) = match message.info() {
             Ok(info) => (
                 info.stream_sequence,
@@ -123,7 +153,7 @@ impl Worker {
             published_micros,
             ack: acker,
         };
-        aggregator.push(scope, pending, Instant::now())
+        Some(((scope, pending), redelivered))
     }
 
     async fn publish(&self, batch: Batch<Scope, Pending<Acker>>) -> anyhow::Result<()> {

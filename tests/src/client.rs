@@ -45,6 +45,15 @@ const MAX: usize = 16 * 1024 * 1024;
 
 impl Client {
     pub async fn connect(transport: Transport, addr: SocketAddr) -> anyhow::Result<Client> {
+        Self::connect_path(transport, addr, "/sub").await
+    }
+
+    /// Like [`Client::connect`], upgrading on another WebSocket path.
+    pub async fn connect_path(
+        transport: Transport,
+        addr: SocketAddr,
+        path: &str,
+    ) -> anyhow::Result<Client> {
         let mut stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -52,7 +61,7 @@ impl Client {
         let mut read_buf = BytesMut::new();
         let ws = if transport == Transport::WebSocket {
             let request =
-                websocket::client_request(&addr.to_string(), "/sub", "dGhlIHNhbXBsZSBub25jZQ==");
+                websocket::client_request(&addr.to_string(), path, "dGhlIHNhbXBsZSBub25jZQ==");
             stream.write_all(&request).await?;
             loop {
                 if let Some((status, consumed)) = websocket::parse_response(&read_buf)? {

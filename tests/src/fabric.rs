@@ -95,8 +95,8 @@ pub fn distributor_config(nats_url: &str, region: &str) -> danmu_distributor::Co
         instance: format!("dist-{region}-{}", rand_suffix()),
         ..Default::default()
     };
-    config.low.failover_ms = 1_500;
-    config.low.ack_wait_secs = 3;
+    config.low.ack_wait_ms = 1_000;
+    config.low.failover_ms = 2_000;
     config
 }
 

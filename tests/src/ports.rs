@@ -42,12 +42,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ports_are_distinct_and_bindable() {
+    fn ports_are_never_handed_out_twice() {
+        // Only distinctness is checked: whether a released port is still free later depends on
+        // every other test binding ports in parallel, which is why servers retry their start.
         let ports: HashSet<u16> = (0..32).map(|_| free_port()).collect();
         assert_eq!(ports.len(), 32);
-        for port in ports {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("port is free");
-        }
     }
 
     #[test]

@@ -12,9 +12,11 @@ use crate::frame::{self, Frame, HEADER_LEN, op, put_header, version};
 pub use compress::{brotli_compress, brotli_decompress, zlib_compress, zlib_decompress};
 
 /// Brotli quality used by the distributor. Seed 001 measured brotli 17-20 % smaller than zlib on
-/// batches of 2-40 danmu. Qualities 10-11 cost tens of times more CPU for a few more percent on
-/// small inputs, while quality 5 keeps most of the ratio at a per-batch cost of tens of
-/// microseconds; `benches/codec.rs` measures it. Tune with numbers, not by feel.
+/// batches of 2-40 danmu. On our 20-message danmu corpus (`benches/codec.rs`, this 2-core
+/// machine) quality 5 is 16 % smaller than zlib level 6 for about twice zlib's CPU (~0.1-0.2 ms
+/// per batch, paid once per batch, not per member); quality 9 costs 20x more and 11 about 80x
+/// more for under 8 % fewer bytes; quality 4 and below lose most of the gain over zlib. We may
+/// tune it with those benches, never by feel.
 pub const DEFAULT_BROTLI_QUALITY: u32 = 5;
 
 /// zlib level for the derived protover-2 variant; 6 is zlib's own default trade-off.
@@ -60,8 +62,14 @@ pub fn encode_messages<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<
 
 /// The outer packet of a compressed batch: op 5, sequence 0, the given version (2 or 3).
 pub fn compressed_packet(version: u16, compressed_body: &[u8]) -> Bytes {
+    compressed_packet_with_seq(version, 0, compressed_body)
+}
+
+/// [`compressed_packet`] with a sequence: the room's batch sequence (low 32 bits), which
+/// resuming clients report back; legacy clients ignore the field.
+pub fn compressed_packet_with_seq(version: u16, seq: u32, compressed_body: &[u8]) -> Bytes {
     let mut dst = BytesMut::with_capacity(HEADER_LEN + compressed_body.len());
-    put_header(&mut dst, compressed_body.len(), version, op::MESSAGE, 0);
+    put_header(&mut dst, compressed_body.len(), version, op::MESSAGE, seq);
     dst.put_slice(compressed_body);
     dst.freeze()
 }

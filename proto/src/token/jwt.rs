@@ -11,6 +11,7 @@ use super::keys::pkcs8_der;
 use super::{AUDIENCE, Claims, TokenError};
 
 /// Signs tokens with control's private key.
+#[derive(Clone)]
 pub struct TokenIssuer {
     key: EncodingKey,
 }

@@ -16,12 +16,22 @@ const SPKI_PREFIX: [u8; 12] = [
 ];
 
 /// An Ed25519 key pair in PEM: the private key for control, the public key for gateways.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KeyPair {
     /// PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
     pub private_pem: String,
     /// SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
     pub public_pem: String,
+}
+
+/// Keeps the private key out of logs.
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("private_pem", &"[redacted]")
+            .field("public_pem", &self.public_pem)
+            .finish()
+    }
 }
 
 /// A fresh key pair from the operating system's random source.

@@ -54,6 +54,25 @@ fn zlib_batch_from_another_implementation_unpacks() {
 }
 
 #[test]
+fn brotli_batch_from_the_docs_unpacks() {
+    // docs/protocol.md, "Batches": the same two messages as a version-3 batch.
+    let wire = hex(
+        "00 00 00 46 00 10 00 03 00 00 00 05 00 00 00 00 81 28 02 00 20 96 b7 2b ba 90 4f 69
+         9a ed f9 09 af 20 0b 54 21 99 56 44 16 81 a8 92 c8 62 19 40 80 07 5c 47 8f fb 1e 46
+         4a 6a 36 97 75 e5 df aa e7 26 4b 6b 19 fc",
+    );
+    let outer = decode_one(&wire);
+    assert_eq!((outer.version, outer.op), (version::BROTLI, op::MESSAGE));
+    assert_eq!(unpack(&outer, 1 << 20).unwrap(), expected_inner());
+}
+
+#[test]
+fn batch_sequence() {
+    let wire = batch::compressed_packet_with_seq(version::BROTLI, 4242, b"xyz");
+    assert_eq!(decode_one(&wire).seq, 4242);
+}
+
+#[test]
 fn v2_zlib_batch_round_trip() {
     let run = encode_messages([DANMU, GIFT]);
     let z = zlib_compress(&run, batch::DEFAULT_ZLIB_LEVEL);

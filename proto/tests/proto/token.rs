@@ -243,3 +243,10 @@ proptest! {
         prop_assert!(verifier().verify(&token, 0).is_err());
     }
 }
+
+#[test]
+fn debug_output_hides_the_private_key() {
+    let shown = format!("{:?}", *KEYS);
+    assert!(!shown.contains(KEYS.private_pem.lines().nth(1).unwrap()));
+    assert!(shown.contains("redacted"));
+}

@@ -456,3 +456,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn examples_in_the_docs() {
+    use danmu_proto::frame::{self, Frame, op, version};
+    assert_eq!(
+        &server_binary(&frame::heartbeat_reply(1234))[..],
+        &hex("82 14 00 00 00 14 00 10 00 01 00 00 00 03 00 00 00 01 00 00 04 d2")[..]
+    );
+    let heartbeat = Frame::new(version::CONTROL, op::HEARTBEAT, 1, Bytes::new()).to_bytes();
+    let masked = client_frame(opcode::BINARY, &heartbeat, RFC_MASK);
+    assert_eq!(
+        &masked[..],
+        &hex("82 90 37 fa 21 3d 37 fa 21 2d 37 ea 21 3c 37 fa 21 3f 37 fa 21 3c")[..]
+    );
+    assert_eq!(
+        decode_all(Role::Server, &masked).unwrap(),
+        vec![Message::Binary(heartbeat)]
+    );
+    assert_eq!(
+        &close_frame(Role::Server, 1003, "binary only")[..],
+        &hex("88 0d 03 eb 62 69 6e 61 72 79 20 6f 6e 6c 79")[..]
+    );
+}
