@@ -1,0 +1,38 @@
+"""Publish a bullet comment into a room from Python with nats-py (`pip install nats-py`).
+
+    python3 tests/examples/publish.py nats://127.0.0.1:4222 1001 "hello from Python"
+
+A JetStream publish: the ack means the message is stored (it survives a distributor crash), and
+the Nats-Msg-Id header makes a retried publish count once. `await nc.publish(subject, data)`
+works too, without the ack.
+"""
+
+import asyncio
+import json
+import sys
+
+import nats
+
+
+async def main() -> None:
+    url = sys.argv[1] if len(sys.argv) > 1 else "nats://127.0.0.1:4222"
+    room = int(sys.argv[2]) if len(sys.argv) > 2 else 1001
+    text = sys.argv[3] if len(sys.argv) > 3 else "hello from Python"
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    # danmu.push.<lo|hi>.<scope>.<target>: low priority, room scope.
+    subject = f"danmu.push.lo.room.{room}"
+    payload = {"cmd": "DANMU_MSG", "info": [[0, 1, 25, 16777215], text, [7, "python-example"]]}
+    ack = await js.publish(
+        subject,
+        json.dumps(payload).encode(),
+        # A business would use its own message id; the same id again inside the window is dropped.
+        headers={"Nats-Msg-Id": f"python-example-{room}-{text}"},
+    )
+    print(f"stored in {ack.stream} as #{ack.seq} ({subject})")
+    await nc.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
