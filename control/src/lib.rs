@@ -62,6 +62,7 @@ struct Inner {
     trust_forwarded_for: bool,
     node_ttl: Duration,
     nodes: Arc<SharedNodes>,
+    demo_page: bool,
 }
 
 impl AppState {
@@ -79,6 +80,7 @@ impl AppState {
                 trust_forwarded_for: config.trust_forwarded_for,
                 node_ttl: config.node_ttl,
                 nodes,
+                demo_page: config.demo_page,
             }),
             clock: Arc::new(SystemTime::now),
         }
@@ -102,7 +104,15 @@ impl AppState {
 
 /// The HTTP API.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = if state.inner.demo_page {
+        Router::new().route("/demo/", get(demo_page)).route(
+            "/",
+            get(|| async { axum::response::Redirect::temporary("/demo/") }),
+        )
+    } else {
+        Router::new()
+    };
+    router
         .route(
             "/v1/tokens",
             post(tokens::issue).layer(DefaultBodyLimit::max(tokens::MAX_BODY_BYTES)),
@@ -113,6 +123,11 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .layer(axum::middleware::from_fn(metrics::track_duration))
         .with_state(state)
+}
+
+/// The demo page, built into the binary so a local fabric needs no static file server.
+async fn demo_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../web/demo/index.html"))
 }
 
 /// Ready once the node table has caught up with the bucket: before that a node list could be

@@ -299,3 +299,22 @@ fn clock_is_pinned_in_fixtures() {
         Duration::from_secs(NOW_SECS)
     );
 }
+
+#[tokio::test]
+async fn the_demo_page_is_served_only_when_enabled() {
+    let get = || Request::get("/demo/").body(Body::empty()).unwrap();
+    let off = fixture(Config::default());
+    assert_eq!(send(&off.state, get()).await.0, StatusCode::NOT_FOUND);
+
+    let on = fixture(Config {
+        demo_page: true,
+        ..Config::default()
+    });
+    let (status, body) = send(&on.state, get()).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(body).unwrap();
+    assert!(
+        page.contains("/v1/tokens"),
+        "the page asks control for a token"
+    );
+}

@@ -71,7 +71,7 @@ impl Outbound {
         let mut queue = self.queue.lock().expect("outbound lock");
         into.extend(queue.items.drain(..));
         queue.bytes = 0;
-        if queue.items.capacity() > 64 {
+        if queue.items.capacity() > 4 {
             // A burst grew it; give the memory back instead of keeping it for an idle connection.
             queue.items = VecDeque::new();
         }

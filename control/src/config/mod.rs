@@ -60,6 +60,9 @@ pub struct Config {
     pub max_nodes: usize,
     /// Routing rules, first match wins; none by default.
     pub rules: Vec<Rule>,
+    /// Serve the demo page (`web/demo/index.html`, built in) at `GET /demo/`, same origin as
+    /// the API so the page needs no CORS. For local demos; off by default.
+    pub demo_page: bool,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             max_nodes: 5,
             rules: Vec::new(),
+            demo_page: false,
         }
     }
 }

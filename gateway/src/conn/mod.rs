@@ -149,9 +149,11 @@ impl Conn {
 
     async fn run(&mut self, stream: &TcpStream) -> CloseReason {
         let shutdown = self.shared.shutdown.clone();
-        let mut inputs = Vec::new();
-        let mut actions = Vec::new();
         loop {
+            // Allocated only while a read or a tick is being handled, so an idle connection
+            // holds neither.
+            let mut inputs = Vec::new();
+            let mut actions = Vec::new();
             if let Some(reason) = self.pump_outbound(stream) {
                 return self.finish(stream, reason).await;
             }

@@ -52,7 +52,7 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-        if self.pending.is_empty() && self.pending.capacity() > 64 {
+        if self.pending.is_empty() && self.pending.capacity() > 4 {
             self.pending = VecDeque::new();
         }
         Ok(written)

@@ -1,0 +1,307 @@
+//! Demo traffic: danmu-shaped JSON published on a room's low-priority push subject at a steady
+//! rate, as a business backend would, until Ctrl-C or SIGTERM (or `--count` messages).
+//!
+//! ```text
+//! demo-traffic                                         # 5 msg/s into room 1001 via nats://127.0.0.1:4222
+//! demo-traffic --nats nats://127.0.0.1:4222,nats://127.0.0.1:4223 --rate 20
+//! demo-traffic --count 1 --text "hello from Rust"      # one comment, then exit
+//! ```
+//!
+//! Mostly `DANMU_MSG` comments with varied texts, colours and senders; every so often a
+//! `SEND_GIFT`. Given several NATS URLs (one per region), messages alternate between them, so
+//! both regions' ingest paths carry traffic. Each message carries a unique `Nats-Msg-Id`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use async_nats::HeaderMap;
+use clap::Parser;
+use danmu_proto::subjects::{self, Priority, Scope};
+use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Parser)]
+#[command(about = "Publish danmu-shaped demo traffic into a room through NATS")]
+struct Args {
+    /// NATS server(s) to publish to, comma-separated or repeated; with several, messages
+    /// alternate between them (one URL per region).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "nats://127.0.0.1:4222",
+        env = "DANMU_DEMO_NATS"
+    )]
+    nats: Vec<String>,
+    /// Room the traffic goes to.
+    #[arg(long, default_value_t = 1001)]
+    room: u64,
+    /// Messages per second.
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    /// Stop after this many messages (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Send only comments with this text (no gifts) instead of the built-in variety.
+    #[arg(long)]
+    text: Option<String>,
+    /// Publish through JetStream and wait for the stream's acknowledgement of each message.
+    #[arg(long)]
+    ack: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 100_000.0) {
+        bail!("--rate must be in (0, 100000], got {}", args.rate);
+    }
+    let urls: Vec<&str> = args
+        .nats
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        bail!("--nats needs at least one URL");
+    }
+    let mut clients = Vec::with_capacity(urls.len());
+    for url in &urls {
+        let client = async_nats::ConnectOptions::new()
+            .name("danmu-demo-traffic")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(*url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        clients.push(client);
+    }
+    let jetstreams: Vec<_> = clients
+        .iter()
+        .map(|c| async_nats::jetstream::new(c.clone()))
+        .collect();
+
+    let subject = subjects::push(Priority::Low, &Scope::Room(args.room));
+    eprintln!(
+        "demo-traffic: {} msg/s on {subject} via {}{}",
+        args.rate,
+        urls.join(" and "),
+        if args.count > 0 {
+            format!(", {} message(s)", args.count)
+        } else {
+            "; Ctrl-C stops".into()
+        }
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    report.tick().await;
+    let mut rng = Rng::seeded();
+    let run_id = format!("{:x}", rng.next());
+    let mut sent: u64 = 0;
+    let mut failed: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = report.tick() => eprintln!("demo-traffic: {sent} published, {failed} failed"),
+            _ = tick.tick() => {
+                let payload = match &args.text {
+                    Some(text) => danmu(&mut rng, text),
+                    None => next_message(&mut rng),
+                };
+                let index = (sent + failed) as usize % clients.len();
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("demo-{run_id}-{}", sent + failed).as_str());
+                let bytes = serde_json::to_vec(&payload)?.into();
+                let outcome = if args.ack {
+                    match jetstreams[index]
+                        .publish_with_headers(subject.clone(), headers, bytes)
+                        .await
+                    {
+                        Ok(ack) => ack.await.map(drop).map_err(anyhow::Error::from),
+                        Err(e) => Err(e.into()),
+                    }
+                } else {
+                    clients[index]
+                        .publish_with_headers(subject.clone(), headers, bytes)
+                        .await
+                        .map_err(anyhow::Error::from)
+                };
+                match outcome {
+                    Ok(()) => sent += 1,
+                    Err(error) => {
+                        failed += 1;
+                        eprintln!("demo-traffic: publishing via {}: {error:#}", urls[index]);
+                    }
+                }
+                if args.count > 0 && sent + failed >= args.count {
+                    break;
+                }
+            }
+        }
+    }
+    for client in &clients {
+        client.flush().await.context("flushing to NATS")?;
+    }
+    eprintln!("demo-traffic: done, {sent} published, {failed} failed");
+    if failed > 0 && sent == 0 {
+        bail!("no message was published");
+    }
+    Ok(())
+}
+
+const TEXTS: &[&str] = &[
+    "233333",
+    "前方高能！！！",
+    "hello from the demo",
+    "666666",
+    "这波操作太秀了",
+    "awsl",
+    "第一次来，主播好",
+    "lol that was close",
+    "弹幕护体",
+    "好耶",
+    "GG",
+    "🎉🎉🎉",
+    "up主加油 💪",
+    "打卡",
+    "this song slaps",
+    "哈哈哈哈哈哈哈哈",
+    "名场面 +1",
+    "awesome stream, greetings from the other region",
+    "keep going!",
+    "妙啊",
+];
+
+const NAMES: &[&str] = &[
+    "小明",
+    "viewer_42",
+    "夜猫子",
+    "NightOwl",
+    "路人甲",
+    "danmu_fan",
+    "阿狸",
+    "quietwatcher",
+    "momo",
+    "旅行者",
+];
+
+/// Colours as Bilibili clients send them: 0xRRGGBB in decimal; white most of the time.
+const COLORS: &[u32] = &[
+    16777215, 16777215, 16777215, 16777215, 16738408, 6737151, 16772431, 14893055, 65532, 16746751,
+    9920249,
+];
+
+const GIFTS: &[(&str, u32, u32)] = &[
+    ("辣条", 1, 100),
+    ("小心心", 30607, 0),
+    ("B坷垃", 3, 9900),
+    ("pizza", 20008, 1000),
+    ("rocket", 20009, 100000),
+];
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// One gift in ten, comments otherwise.
+fn next_message(rng: &mut Rng) -> Value {
+    if rng.below(10) == 0 {
+        gift(rng)
+    } else {
+        let text = TEXTS[rng.below(TEXTS.len())];
+        danmu(rng, text)
+    }
+}
+
+/// `{"cmd":"DANMU_MSG","info":[[0,mode,fontsize,color,unix_ms],"text",[uid,"name"]]}`.
+fn danmu(rng: &mut Rng, text: &str) -> Value {
+    let color = COLORS[rng.below(COLORS.len())];
+    let (uid, name) = sender(rng);
+    json!({
+        "cmd": "DANMU_MSG",
+        "info": [[0, 1, 25, color, unix_millis()], text, [uid, name]],
+    })
+}
+
+fn gift(rng: &mut Rng) -> Value {
+    let (gift_name, gift_id, price) = GIFTS[rng.below(GIFTS.len())];
+    let (uid, name) = sender(rng);
+    let num = 1 + rng.below(5);
+    json!({
+        "cmd": "SEND_GIFT",
+        "data": {
+            "giftName": gift_name,
+            "giftId": gift_id,
+            "num": num,
+            "price": price,
+            "action": "投喂",
+            "uid": uid,
+            "uname": name,
+            "timestamp": unix_millis() / 1000,
+        },
+    })
+}
+
+fn sender(rng: &mut Rng) -> (u64, &'static str) {
+    let index = rng.below(NAMES.len());
+    (10_000 + index as u64 * 7919, NAMES[index])
+}
+
+/// xorshift64*: plenty for picking demo texts, and no extra dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        Rng((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_the_shape_clients_expect() {
+        let mut rng = Rng(7);
+        let mut gifts = 0;
+        for _ in 0..200 {
+            let message = next_message(&mut rng);
+            match message["cmd"].as_str() {
+                Some("DANMU_MSG") => {
+                    let info = message["info"].as_array().unwrap();
+                    assert_eq!(info[0].as_array().unwrap().len(), 5);
+                    assert!(info[0][3].as_u64().unwrap() <= 0xFF_FFFF);
+                    assert!(info[1].is_string());
+                    assert!(info[2][0].is_u64() && info[2][1].is_string());
+                }
+                Some("SEND_GIFT") => {
+                    gifts += 1;
+                    assert!(message["data"]["giftName"].is_string());
+                    assert!(message["data"]["num"].as_u64().unwrap() >= 1);
+                }
+                other => panic!("unexpected cmd {other:?}"),
+            }
+        }
+        assert!((5..60).contains(&gifts), "{gifts} gifts in 200");
+    }
+}
