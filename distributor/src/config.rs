@@ -21,7 +21,10 @@ pub struct Config {
     /// Place the push streams in the NATS cluster named after the region.
     pub place_in_region_cluster: bool,
     pub streams: StreamLimits,
+    /// Low priority: danmu, gifts. Aggregated; shed first under congestion.
     pub low: WorkerConfig,
+    /// High priority: invitations, notices. No aggregation window by default; never shed.
+    pub high: WorkerConfig,
     /// Brotli quality for batch compression (0-11).
     pub brotli_quality: u32,
     /// Prometheus exporter address; none disables it.
@@ -38,6 +41,10 @@ impl Default for Config {
             place_in_region_cluster: true,
             streams: StreamLimits::default(),
             low: WorkerConfig::default(),
+            high: WorkerConfig {
+                window_ms: 0,
+                ..WorkerConfig::default()
+            },
             brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
             metrics_listen: None,
         }
@@ -110,6 +117,34 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
+    fn validate(&self, section: &'static str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: format!("{section}.{key}"),
+                reason: reason.into(),
+            })
+        };
+        if self.max_batch_messages == 0 {
+            return invalid("max_batch_messages", "must be at least 1");
+        }
+        if self.pull_batch == 0 {
+            return invalid("pull_batch", "must be at least 1");
+        }
+        if self.ack_wait_ms < 500 || self.ack_wait_ms <= self.window_ms * 10 {
+            return invalid(
+                "ack_wait_ms",
+                "must be at least 500 and far above the window, or messages are redelivered while still batched",
+            );
+        }
+        if self.failover_ms * 2 / 3 <= self.ack_wait_ms + 100 {
+            return invalid(
+                "failover_ms",
+                "must exceed 1.5 x ack_wait_ms (+150 ms), or a standby could take over before the dead instance's messages are due again, breaking room order",
+            );
+        }
+        Ok(())
+    }
+
     pub fn window(&self) -> WindowConfig {
         WindowConfig {
             window: Duration::from_millis(self.window_ms),
@@ -134,7 +169,7 @@ pub enum ConfigError {
     #[error("environment variable {var}: {reason}")]
     Env { var: String, reason: String },
     #[error("invalid `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
 }
 
 /// Environment variables that override the file, for container deployments.
@@ -187,9 +222,9 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
+        let invalid = |key: &str, reason: &str| {
             Err(ConfigError::Invalid {
-                key,
+                key: key.into(),
                 reason: reason.into(),
             })
         };
@@ -202,23 +237,8 @@ impl Config {
         if self.brotli_quality > 11 {
             return invalid("brotli_quality", "must be 0..=11");
         }
-        if self.low.max_batch_messages == 0 {
-            return invalid("low.max_batch_messages", "must be at least 1");
-        }
-        if self.low.pull_batch == 0 {
-            return invalid("low.pull_batch", "must be at least 1");
-        }
-        if self.low.ack_wait_ms < 500 || self.low.ack_wait_ms <= self.low.window_ms * 10 {
-            return invalid(
-                "low.ack_wait_ms",
-                "must be at least 500 and far above the window, or messages are redelivered while still batched",
-            );
-        }
-        if self.low.failover_ms * 2 / 3 <= self.low.ack_wait_ms + 100 {
-            return invalid(
-                "low.failover_ms",
-                "must exceed 1.5 x ack_wait_ms (+150 ms), or a standby could take over before the dead instance's messages are due again, breaking room order",
-            );
+        for (name, worker) in [("low", &self.low), ("high", &self.high)] {
+            worker.validate(name)?;
         }
         Ok(())
     }

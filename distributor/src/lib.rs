@@ -43,36 +43,38 @@ pub struct Distributor {
 /// Connects, makes sure the streams and consumers exist, and starts the workers.
 pub async fn start(config: Config) -> anyhow::Result<Distributor> {
     config.validate()?;
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("danmu-distributor {}", config.instance))
-        .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-    let js = async_nats::jetstream::new(client.clone());
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
-    let stopped = stop.clone();
     let mut tasks = JoinSet::new();
-
-    let priority = Priority::Low;
-    let consumer = streams::ensure(&js, &config, priority, &config.low).await?;
-    let worker = worker::Worker {
-        client: client.clone(),
-        consumer: consumer.clone(),
-        priority,
-        region: config.region.clone(),
-        stream: subjects::push_stream(&config.region, priority),
-        config: config.low.clone(),
-        brotli_quality: config.brotli_quality,
-        stats: stats.clone(),
-    };
-    tasks.spawn(worker.run(stopped.clone()));
-    let lag = lag::sample(consumer, priority, Duration::from_secs(5), stopped.clone());
-    tasks.spawn(async move {
-        lag.await;
-        Ok(())
-    });
+    for (priority, worker_config) in [(Priority::High, &config.high), (Priority::Low, &config.low)]
+    {
+        // Each priority has its own NATS connection, so a low-priority flood queued on one
+        // socket never delays a high-priority batch.
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("danmu-distributor {} {priority}", config.instance))
+            .retry_on_initial_connect()
+            .connect(config.nats_url.as_str())
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        let js = async_nats::jetstream::new(client.clone());
+        let consumer = streams::ensure(&js, &config, priority, worker_config).await?;
+        let worker = worker::Worker {
+            client,
+            consumer: consumer.clone(),
+            priority,
+            region: config.region.clone(),
+            stream: subjects::push_stream(&config.region, priority),
+            config: worker_config.clone(),
+            brotli_quality: config.brotli_quality,
+            stats: stats.clone(),
+        };
+        tasks.spawn(worker.run(stop.clone()));
+        let lag = lag::sample(consumer, priority, Duration::from_secs(5), stop.clone());
+        tasks.spawn(async move {
+            lag.await;
+            Ok(())
+        });
+    }
     tracing::info!(region = %config.region, instance = %config.instance, "distributor started");
     Ok(Distributor { stats, stop, tasks })
 }

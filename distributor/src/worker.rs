@@ -177,7 +177,7 @@ impl Worker {
         );
         let payload = Bytes::from(edge.encode_to_vec());
         self.client
-            .publish(subjects::edge(&batch.target), payload)
+            .publish(subjects::edge(self.priority, &batch.target), payload)
             .await
             .context("publishing an edge batch")?;
         self.stats.batch_published(self.priority);

@@ -5,21 +5,22 @@
 //! # Layout
 //! - `config`: the TOML configuration and its validation.
 //! - `session`: one connection's protocol state (auth, heartbeat, timeouts), plain code.
-//! - `rooms`: room membership and the fan-out of a batch to members.
+//! - `groups`: which connections each push target (room, user, device, region, everyone)
+//!   reaches here, and the fan-out of a batch to them.
 //! - `edge`: a batch's per-protover, per-transport encodings (built once) and de-duplication.
 //! - `outbound`: the bounded per-connection queue between fan-out and socket.
 //! - `conn`: the connection task, the only code touching client sockets.
-//! - `nats_edge`: room subscriptions on NATS.
+//! - `nats_edge`: group subscriptions on NATS, one connection per priority.
 //! - `report`: health reports into the nodes KV bucket.
 //! - `stats`: counters, as metrics and as atomics tests can read.
 
 pub mod config;
 pub mod conn;
 pub mod edge;
+pub mod groups;
 mod nats_edge;
 pub mod outbound;
 mod report;
-pub mod rooms;
 pub mod session;
 pub mod stats;
 
@@ -81,21 +82,31 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     let verifier = TokenVerifier::from_public_pem(&config.public_key_pem()?)
         .context("reading the token public key")?;
     let node_id = config.node_id();
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("danmu-gateway {node_id}"))
-        .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    // One connection per priority: low-priority floods never queue ahead of high priority.
+    let connect = |label: &'static str| {
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("danmu-gateway {node_id} {label}"))
+            .retry_on_initial_connect();
+        let url = config.nats_url.clone();
+        async move {
+            options
+                .connect(url.as_str())
+                .await
+                .with_context(|| format!("connecting to NATS at {url}"))
+        }
+    };
+    let client = connect("hi").await?;
+    let low_client = connect("lo").await?;
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    let limits = rooms::DeliveryLimits {
+    let limits = groups::DeliveryLimits {
         max_raw_batch: config.max_batch_bytes,
         brotli_quality: config.brotli_quality,
     };
     let edge_source = nats_edge::NatsEdge {
-        client: client.clone(),
+        high: client.clone(),
+        low: low_client,
         limits,
         stats: stats.clone(),
     };
@@ -105,7 +116,8 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             heartbeat_timeout: config.heartbeat_timeout(),
         },
         verifier,
-        rooms::Rooms::new(Box::new(edge_source), stats.clone()),
+        groups::Groups::new(Box::new(edge_source), stats.clone()),
+        config.region.clone(),
         stats.clone(),
         conn::ConnLimits {
             max_packet_len: config.max_packet_bytes,
@@ -197,7 +209,10 @@ async fn accept_loop(
 impl Gateway {
     /// Members of a room on this gateway.
     pub fn online(&self, room: u64) -> u32 {
-        self.shared.rooms.get(room).map_or(0, |r| r.online())
+        self.shared
+            .groups
+            .get(&danmu_proto::subjects::Scope::Room(room))
+            .map_or(0, |r| r.online())
     }
 
     /// Stops accepting, closes every connection (WebSocket clients get a close frame), removes

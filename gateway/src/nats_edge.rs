@@ -1,43 +1,57 @@
-//! Room subscriptions on NATS: one core subscription per room with local members, delivering
-//! each edge batch to the room's fan-out.
+//! Group subscriptions on NATS: while a group has local members, one subscription per priority,
+//! each on its own NATS connection, delivering edge batches to the group's fan-out. High
+//! priority never waits behind a low-priority flood, neither on the socket nor in a channel.
 
 use std::sync::Arc;
 
 use danmu_proto::internal::EdgeBatch;
-use danmu_proto::subjects::{self, Scope};
+use danmu_proto::subjects::{self, Priority};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::task::AbortHandle;
 
-use crate::rooms::{DeliveryLimits, EdgeSource, Room};
+use crate::groups::{DeliveryLimits, EdgeSource, Group};
 use crate::stats::Stats;
 
 pub struct NatsEdge {
-    pub client: async_nats::Client,
+    /// Connection carrying high-priority batches.
+    pub high: async_nats::Client,
+    /// Connection carrying low-priority batches.
+    pub low: async_nats::Client,
     pub limits: DeliveryLimits,
     pub stats: Arc<Stats>,
 }
 
 impl EdgeSource for NatsEdge {
-    fn subscribe(&self, room: Arc<Room>) -> AbortHandle {
-        let client = self.client.clone();
+    fn subscribe(&self, group: Arc<Group>) -> AbortHandle {
+        let (high, low) = (self.high.clone(), self.low.clone());
         let limits = self.limits;
         let stats = self.stats.clone();
-        let subject = subjects::edge(&Scope::Room(room.id));
         tokio::spawn(async move {
-            // Dropping the subscriber (when the task is aborted) unsubscribes.
-            let mut subscriber = match client.subscribe(subject.clone()).await {
-                Ok(subscriber) => subscriber,
+            let high_subject = subjects::edge(Priority::High, &group.scope);
+            let low_subject = subjects::edge(Priority::Low, &group.scope);
+            // Dropping the subscribers (when the task is aborted) unsubscribes.
+            let (mut high_batches, mut low_batches) = match tokio::try_join!(
+                high.subscribe(high_subject.clone()),
+                low.subscribe(low_subject.clone())
+            ) {
+                Ok(subscribers) => subscribers,
                 Err(error) => {
-                    tracing::error!(%error, %subject, "subscribing to a room");
+                    tracing::error!(%error, %high_subject, "subscribing a group");
                     return;
                 }
             };
-            while let Some(message) = subscriber.next().await {
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    Some(message) = high_batches.next() => message,
+                    Some(message) = low_batches.next() => message,
+                    else => return,
+                };
                 match EdgeBatch::decode(message.payload) {
-                    Ok(batch) => room.deliver(batch, limits, &stats),
+                    Ok(batch) => group.deliver(batch, limits, &stats),
                     Err(error) => {
-                        tracing::warn!(%error, %subject, "undecodable edge batch");
+                        tracing::warn!(%error, subject = %message.subject, "undecodable edge batch");
                         stats.batch_received("corrupt");
                     }
                 }

@@ -1,9 +1,14 @@
-//! A connection's outbound queue, shared between the room fan-out (which pushes) and the
-//! connection task (which writes). Bounded in bytes: a reader that cannot keep up overflows it
-//! and is cut off, instead of making the room wait or the gateway's memory grow.
+//! A connection's outbound queue, shared between the fan-out (which pushes) and the connection
+//! task (which writes). Two queues, high priority ahead of low, bounded together in bytes:
 //!
-//! Items are `Bytes` handles to buffers shared by every member of a room, so queueing a batch for
-//! 15,000 members copies nothing. An idle queue holds no allocation.
+//! - low priority may fill at most half the bound; past that, new low-priority batches are shed;
+//! - high priority may use the whole bound, shedding queued low priority to make room;
+//! - a reader that cannot take even its high-priority traffic is cut off (slow consumer),
+//!   instead of making the room wait or the gateway's memory grow.
+//!
+//! Every shed batch is reported with its message count so the shedding is counted exactly.
+//! Items are `Bytes` handles to buffers shared by every member of a group, so queueing a batch
+//! for 15,000 members copies nothing. An idle queue holds no allocation.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,21 +16,42 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+/// What became of a push. `shed` counts low-priority messages dropped by it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push {
-    Queued,
-    /// The byte bound was exceeded: the queue is now closed and the connection must go.
-    Overflow,
+    Queued {
+        shed: u32,
+    },
+    /// A low-priority batch that did not fit: dropped.
+    Shed {
+        shed: u32,
+    },
+    /// High priority did not fit even without low priority: the connection must go.
+    Overflow {
+        shed: u32,
+    },
     /// The connection is already closing.
     Closed,
 }
 
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<Bytes>,
+    high: VecDeque<Bytes>,
+    /// Low-priority items with their message counts, for counting what is shed.
+    low: VecDeque<(Bytes, u32)>,
     bytes: usize,
+    low_bytes: usize,
     overflowed: bool,
     closed: bool,
+}
+
+impl Queue {
+    fn shed_low(&mut self) -> u32 {
+        let shed = self.low.drain(..).map(|(_, messages)| messages).sum();
+        self.bytes -= self.low_bytes;
+        self.low_bytes = 0;
+        shed
+    }
 }
 
 pub struct Outbound {
@@ -43,37 +69,68 @@ impl Outbound {
         }
     }
 
-    /// Queues bytes for the connection and wakes its task.
-    pub fn push(&self, item: Bytes) -> Push {
+    /// Queues a batch of `messages` messages and wakes the connection task.
+    pub fn push(&self, item: Bytes, high: bool, messages: u32) -> Push {
         let mut queue = self.queue.lock().expect("outbound lock");
         if queue.closed {
             return Push::Closed;
         }
-        if queue.bytes + item.len() > self.limit {
-            queue.closed = true;
-            queue.overflowed = true;
-            queue.items.clear();
-            queue.bytes = 0;
-            drop(queue);
-            self.ready.notify_one();
-            return Push::Overflow;
-        }
-        queue.bytes += item.len();
-        queue.items.push_back(item);
+        let len = item.len();
+        let result = if high {
+            let shed = if queue.bytes + len > self.limit {
+                queue.shed_low()
+            } else {
+                0
+            };
+            if queue.bytes + len > self.limit {
+                queue.closed = true;
+                queue.overflowed = true;
+                queue.high.clear();
+                queue.bytes = 0;
+                Push::Overflow { shed }
+            } else {
+                queue.bytes += len;
+                queue.high.push_back(item);
+                Push::Queued { shed }
+            }
+        } else if queue.low_bytes + len > self.limit / 2 || queue.bytes + len > self.limit {
+            return Push::Shed { shed: messages };
+        } else {
+            queue.bytes += len;
+            queue.low_bytes += len;
+            queue.low.push_back((item, messages));
+            Push::Queued { shed: 0 }
+        };
         drop(queue);
         self.ready.notify_one();
-        Push::Queued
+        result
     }
 
-    /// Moves everything queued into `into` (the writer's local list). Returns whether the queue
-    /// overflowed, in which case the connection must close as a slow consumer.
-    pub fn drain_into(&self, into: &mut VecDeque<Bytes>) -> bool {
+    /// Moves queued items into `into` (the writer's local list): all high priority, then low
+    /// priority until the writer holds `low_budget` bytes, so low priority already handed to the
+    /// writer never delays much high priority. Returns whether the queue overflowed, in which
+    /// case the connection must close as a slow consumer.
+    pub fn drain_into(&self, into: &mut VecDeque<Bytes>, low_budget: usize) -> bool {
         let mut queue = self.queue.lock().expect("outbound lock");
-        into.extend(queue.items.drain(..));
-        queue.bytes = 0;
-        if queue.items.capacity() > 4 {
+        let high_bytes: usize = queue.high.iter().map(Bytes::len).sum();
+        queue.bytes -= high_bytes;
+        into.extend(queue.high.drain(..));
+        let mut pending: usize = into.iter().map(Bytes::len).sum();
+        while pending < low_budget {
+            let Some((item, _)) = queue.low.pop_front() else {
+                break;
+            };
+            pending += item.len();
+            queue.bytes -= item.len();
+            queue.low_bytes -= item.len();
+            into.push_back(item);
+        }
+        if queue.high.is_empty() && queue.high.capacity() > 4 {
             // A burst grew it; give the memory back instead of keeping it for an idle connection.
-            queue.items = VecDeque::new();
+            queue.high = VecDeque::new();
+        }
+        if queue.low.is_empty() && queue.low.capacity() > 4 {
+            queue.low = VecDeque::new();
         }
         queue.overflowed
     }
@@ -81,6 +138,11 @@ impl Outbound {
     /// Refuses further pushes (the connection is closing).
     pub fn close(&self) {
         self.queue.lock().expect("outbound lock").closed = true;
+    }
+
+    /// Whether low priority is still waiting (the writer comes back for it).
+    pub fn has_low(&self) -> bool {
+        !self.queue.lock().expect("outbound lock").low.is_empty()
     }
 
     /// Resolves when something was pushed since the last call (a permit is kept if nobody
@@ -98,37 +160,89 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    fn bytes(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
     #[test]
-    fn pushes_drain_in_order() {
+    fn high_priority_drains_first() {
         let outbound = Outbound::new(100);
-        assert_eq!(outbound.push(Bytes::from_static(b"one")), Push::Queued);
-        assert_eq!(outbound.push(Bytes::from_static(b"two")), Push::Queued);
-        assert_eq!(outbound.queued_bytes(), 6);
-        let mut local = VecDeque::new();
-        assert!(!outbound.drain_into(&mut local));
         assert_eq!(
-            local,
-            [Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+            outbound.push(Bytes::from_static(b"lo1"), false, 1),
+            Push::Queued { shed: 0 }
         );
+        assert_eq!(
+            outbound.push(Bytes::from_static(b"hi1"), true, 1),
+            Push::Queued { shed: 0 }
+        );
+        assert_eq!(
+            outbound.push(Bytes::from_static(b"lo2"), false, 1),
+            Push::Queued { shed: 0 }
+        );
+        assert_eq!(outbound.queued_bytes(), 9);
+        let mut local = VecDeque::new();
+        assert!(!outbound.drain_into(&mut local, usize::MAX));
+        assert_eq!(local, ["hi1", "lo1", "lo2"]);
         assert_eq!(outbound.queued_bytes(), 0);
     }
 
     #[test]
-    fn overflow_closes_the_queue_and_frees_it() {
-        let outbound = Outbound::new(10);
-        assert_eq!(outbound.push(Bytes::from_static(b"12345678")), Push::Queued);
-        assert_eq!(outbound.push(Bytes::from_static(b"abc")), Push::Overflow);
-        assert_eq!(outbound.queued_bytes(), 0);
-        assert_eq!(outbound.push(Bytes::from_static(b"x")), Push::Closed);
+    fn low_priority_fills_half_the_bound_then_is_shed_and_counted() {
+        let outbound = Outbound::new(100);
+        assert_eq!(outbound.push(bytes(40), false, 3), Push::Queued { shed: 0 });
+        assert_eq!(outbound.push(bytes(20), false, 5), Push::Shed { shed: 5 });
+        assert_eq!(outbound.push(bytes(10), false, 2), Push::Queued { shed: 0 });
+        assert_eq!(outbound.queued_bytes(), 50);
+    }
+
+    #[test]
+    fn high_priority_sheds_queued_low_priority_to_fit() {
+        let outbound = Outbound::new(100);
+        outbound.push(bytes(30), false, 3);
+        outbound.push(bytes(20), false, 4);
+        assert_eq!(outbound.push(bytes(40), true, 1), Push::Queued { shed: 0 });
+        assert_eq!(outbound.push(bytes(40), true, 1), Push::Queued { shed: 7 });
+        assert_eq!(outbound.queued_bytes(), 80);
         let mut local = VecDeque::new();
-        assert!(outbound.drain_into(&mut local), "reports the overflow");
+        outbound.drain_into(&mut local, usize::MAX);
+        assert_eq!(local.len(), 2, "only the high-priority batches are left");
+    }
+
+    #[test]
+    fn high_priority_that_cannot_fit_closes_the_queue() {
+        let outbound = Outbound::new(100);
+        outbound.push(bytes(20), false, 2);
+        assert_eq!(outbound.push(bytes(90), true, 1), Push::Queued { shed: 2 });
+        assert_eq!(
+            outbound.push(bytes(20), true, 1),
+            Push::Overflow { shed: 0 }
+        );
+        assert_eq!(outbound.queued_bytes(), 0);
+        assert_eq!(outbound.push(bytes(1), true, 1), Push::Closed);
+        let mut local = VecDeque::new();
+        assert!(
+            outbound.drain_into(&mut local, usize::MAX),
+            "reports the overflow"
+        );
         assert!(local.is_empty());
+    }
+
+    #[test]
+    fn the_writer_takes_low_priority_within_its_budget() {
+        let outbound = Outbound::new(1000);
+        for _ in 0..4 {
+            outbound.push(bytes(100), false, 1);
+        }
+        let mut local = VecDeque::new();
+        outbound.drain_into(&mut local, 250);
+        assert_eq!(local.len(), 3, "stops once the writer holds the budget");
+        assert!(outbound.has_low());
     }
 
     #[tokio::test]
     async fn a_push_before_waiting_is_not_lost() {
         let outbound = Outbound::new(10);
-        outbound.push(Bytes::from_static(b"x"));
+        outbound.push(Bytes::from_static(b"x"), true, 1);
         tokio::time::timeout(std::time::Duration::from_secs(5), outbound.ready())
             .await
             .expect("the permit was kept");

@@ -30,6 +30,8 @@ pub struct Stats {
     /// Messages queued to members (batch size × members).
     pub messages_delivered: AtomicU64,
     pub slow_consumers: AtomicU64,
+    /// Low-priority messages not delivered to a member, for any reason (see metrics for why).
+    pub shed_messages: AtomicU64,
 }
 
 pub fn get(counter: &AtomicU64) -> u64 {
@@ -106,5 +108,11 @@ impl Stats {
 
     pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Low-priority messages dropped for members, by reason.
+    pub(crate) fn shed(&self, reason: &'static str, messages: u64) {
+        self.shed_messages.fetch_add(messages, Ordering::Relaxed);
+        counter!("danmu_gateway_shed_messages_total", "reason" => reason).increment(messages);
     }
 }

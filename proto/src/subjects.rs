@@ -4,7 +4,7 @@
 //! ```text
 //! business publishes   danmu.push.<prio>.<scope>.<target>        (any region, core or JetStream)
 //! cluster mapping  ->  danmu.in.<region>.<prio>.<scope>.<target>  (captured by PUSH_<PRIO>_<REGION>)
-//! distributor      ->  danmu.edge.<scope>.<target>                (core NATS, EdgeBatch)
+//! distributor      ->  danmu.edge.<prio>.<scope>.<target>         (core NATS, EdgeBatch)
 //! ```
 //!
 //! Each region's NATS cluster maps the business subject onto its own region's ingest subjects,
@@ -161,9 +161,11 @@ pub fn push_stream(region: &str, priority: Priority) -> String {
     format!("PUSH_{prio}_{}", region.to_ascii_uppercase())
 }
 
-/// `danmu.edge.<scope>.<target>`: where the distributor publishes a scope's batches.
-pub fn edge(scope: &Scope) -> String {
-    format!("{EDGE_PREFIX}.{scope}")
+/// `danmu.edge.<prio>.<scope>.<target>`: where the distributor publishes a scope's batches.
+/// The priority is part of the subject so gateways receive each priority on its own
+/// subscription (and NATS connection): a low-priority flood never queues ahead of high priority.
+pub fn edge(priority: Priority, scope: &Scope) -> String {
+    format!("{EDGE_PREFIX}.{priority}.{scope}")
 }
 
 /// A parsed ingest subject.
@@ -214,8 +216,8 @@ mod tests {
             ingest("A", Priority::High, &room),
             "danmu.in.A.hi.room.1001"
         );
-        assert_eq!(edge(&room), "danmu.edge.room.1001");
-        assert_eq!(edge(&Scope::All), "danmu.edge.all._");
+        assert_eq!(edge(Priority::Low, &room), "danmu.edge.lo.room.1001");
+        assert_eq!(edge(Priority::High, &Scope::All), "danmu.edge.hi.all._");
         assert_eq!(ingest_filter("B", Priority::Low), "danmu.in.B.lo.>");
         assert_eq!(push_stream("a", Priority::Low), "PUSH_LO_A");
     }

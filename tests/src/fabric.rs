@@ -95,8 +95,10 @@ pub fn distributor_config(nats_url: &str, region: &str) -> danmu_distributor::Co
         instance: format!("dist-{region}-{}", rand_suffix()),
         ..Default::default()
     };
-    config.low.ack_wait_ms = 1_000;
-    config.low.failover_ms = 2_000;
+    for worker in [&mut config.low, &mut config.high] {
+        worker.ack_wait_ms = 1_000;
+        worker.failover_ms = 2_000;
+    }
     config
 }
 

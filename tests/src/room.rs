@@ -52,7 +52,17 @@ pub async fn join(
 
 /// Publishes a low-priority room message with a plain core NATS publish.
 pub async fn publish(nats: &async_nats::Client, room: u64, payload: Bytes) -> anyhow::Result<()> {
-    nats.publish(subjects::push(Priority::Low, &Scope::Room(room)), payload)
+    publish_to(nats, Priority::Low, &Scope::Room(room), payload).await
+}
+
+/// Publishes to any scope and priority with a plain core NATS publish.
+pub async fn publish_to(
+    nats: &async_nats::Client,
+    priority: Priority,
+    scope: &Scope,
+    payload: Bytes,
+) -> anyhow::Result<()> {
+    nats.publish(subjects::push(priority, scope), payload)
         .await?;
     Ok(())
 }

@@ -13,15 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use danmu_proto::{frame, websocket};
+use danmu_proto::{frame, subjects, websocket};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::Transport;
+use crate::groups::{Group, Groups, Member};
 use crate::outbound::Outbound;
-use crate::rooms::{Member, Room, Rooms};
 use crate::session::{Action, CloseReason, Session, SessionConfig};
 use crate::stats::Stats;
+use danmu_proto::subjects::Scope;
 use danmu_proto::token::TokenVerifier;
 
 pub use inbound::{Inbound, Input};
@@ -31,7 +32,9 @@ use writer::Writer;
 pub struct Shared {
     pub session: SessionConfig,
     pub verifier: TokenVerifier,
-    pub rooms: Rooms,
+    pub groups: Groups,
+    /// This gateway's region: every connection joins its region-scope group.
+    pub region: String,
     pub stats: Arc<Stats>,
     pub limits: ConnLimits,
     pub shutdown: CancellationToken,
@@ -48,11 +51,22 @@ pub struct ConnLimits {
     pub close_linger: Duration,
 }
 
+/// Low priority handed to the writer at a time: what high priority may have to wait behind.
+const LOW_PRIORITY_BUDGET: usize = 64 * 1024;
+
+/// A joined connection: its member entry and every group it belongs to.
+struct Joined {
+    member: Arc<Member>,
+    room: Arc<Group>,
+    scopes: Vec<Scope>,
+}
+
 impl Shared {
     pub fn new(
         session: SessionConfig,
         verifier: TokenVerifier,
-        rooms: Rooms,
+        groups: Groups,
+        region: String,
         stats: Arc<Stats>,
         limits: ConnLimits,
         shutdown: CancellationToken,
@@ -60,7 +74,8 @@ impl Shared {
         Shared {
             session,
             verifier,
-            rooms,
+            groups,
+            region,
             stats,
             limits,
             shutdown,
@@ -103,7 +118,7 @@ struct Conn {
     session: Session,
     inbound: Inbound,
     writer: Writer,
-    joined: Option<(Arc<Room>, Arc<Member>)>,
+    joined: Option<Joined>,
     /// Bytes read but not yet parsed; empty (unallocated) while idle.
     read_buf: BytesMut,
     shared: Arc<Shared>,
@@ -158,7 +173,7 @@ impl Conn {
                 return self.finish(stream, reason).await;
             }
             let deadline = tokio::time::Instant::from_std(self.session.deadline());
-            let outbound = self.joined.as_ref().map(|(_, member)| member.clone());
+            let outbound = self.joined.as_ref().map(|joined| joined.member.clone());
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let reason = CloseReason::Shutdown;
@@ -256,11 +271,29 @@ impl Conn {
                         protover: identity.protover,
                         outbound: Outbound::new(self.shared.limits.outbound_queue_bytes),
                     });
-                    let room = self.shared.rooms.join(identity.room, member.clone());
-                    self.joined = Some((room, member));
+                    // The room, the user's and the device's targets, the region, everyone.
+                    let mut scopes = vec![Scope::Room(identity.room), Scope::User(identity.uid)];
+                    if subjects::is_valid_token(&identity.device) {
+                        scopes.push(Scope::Device(identity.device.clone()));
+                    }
+                    scopes.push(Scope::Region(self.shared.region.clone()));
+                    scopes.push(Scope::All);
+                    let groups = &self.shared.groups;
+                    let room = groups.join(scopes[0].clone(), member.clone());
+                    for scope in &scopes[1..] {
+                        groups.join(scope.clone(), member.clone());
+                    }
+                    self.joined = Some(Joined {
+                        member,
+                        room,
+                        scopes,
+                    });
                 }
                 Action::HeartbeatReply => {
-                    let online = self.joined.as_ref().map_or(0, |(room, _)| room.online());
+                    let online = self
+                        .joined
+                        .as_ref()
+                        .map_or(0, |joined| joined.room.online());
                     let reply = self.transport.wrap(&frame::heartbeat_reply(online));
                     self.writer.push(reply);
                 }
@@ -275,16 +308,28 @@ impl Conn {
         close
     }
 
-    /// Moves the member's queued batches to the writer and writes what the socket takes.
+    /// Moves the member's queued batches to the writer and writes what the socket takes,
+    /// coming back for low priority left behind while the socket keeps taking bytes.
     fn pump_outbound(&mut self, stream: &TcpStream) -> Option<CloseReason> {
-        if let Some((_, member)) = &self.joined
-            && member.outbound.drain_into(self.writer.queue())
-        {
-            return Some(CloseReason::SlowConsumer);
-        }
-        match self.writer.write_to(stream) {
-            Ok(_) => None,
-            Err(_) => Some(CloseReason::PeerClosed),
+        loop {
+            if let Some(joined) = &self.joined
+                && joined
+                    .member
+                    .outbound
+                    .drain_into(self.writer.queue(), LOW_PRIORITY_BUDGET)
+            {
+                return Some(CloseReason::SlowConsumer);
+            }
+            if self.writer.write_to(stream).is_err() {
+                return Some(CloseReason::PeerClosed);
+            }
+            let more_low = self
+                .joined
+                .as_ref()
+                .is_some_and(|joined| joined.member.outbound.has_low());
+            if !self.writer.is_empty() || !more_low {
+                return None;
+            }
         }
     }
 
@@ -326,9 +371,11 @@ impl Conn {
     }
 
     fn leave(&mut self) {
-        if let Some((room, member)) = self.joined.take() {
-            member.outbound.close();
-            self.shared.rooms.leave(room.id, self.id);
+        if let Some(joined) = self.joined.take() {
+            joined.member.outbound.close();
+            for scope in &joined.scopes {
+                self.shared.groups.leave(scope, self.id);
+            }
         }
     }
 }

@@ -710,8 +710,8 @@ async fn nats_ws_subscribe(addr: SocketAddr, room: u64) -> anyhow::Result<TcpStr
 /// An edge source that never delivers: enough to build the gateway's shared state.
 struct NoEdge;
 
-impl danmu_gateway::rooms::EdgeSource for NoEdge {
-    fn subscribe(&self, _room: Arc<danmu_gateway::rooms::Room>) -> tokio::task::AbortHandle {
+impl danmu_gateway::groups::EdgeSource for NoEdge {
+    fn subscribe(&self, _group: Arc<danmu_gateway::groups::Group>) -> tokio::task::AbortHandle {
         tokio::spawn(std::future::pending::<()>()).abort_handle()
     }
 }
@@ -730,7 +730,8 @@ async fn print_sizes() -> anyhow::Result<()> {
             heartbeat_timeout: defaults.heartbeat_timeout(),
         },
         danmu_proto::token::TokenVerifier::from_public_pem(&keys.public_pem)?,
-        danmu_gateway::rooms::Rooms::new(Box::new(NoEdge), stats.clone()),
+        danmu_gateway::groups::Groups::new(Box::new(NoEdge), stats.clone()),
+        defaults.region.clone(),
         stats,
         ConnLimits {
             max_packet_len: defaults.max_packet_bytes,
@@ -759,7 +760,7 @@ async fn print_sizes() -> anyhow::Result<()> {
         ("conn::Inbound", size_of::<conn::Inbound>()),
         (
             "rooms::Member (in an Arc)",
-            size_of::<danmu_gateway::rooms::Member>(),
+            size_of::<danmu_gateway::groups::Member>(),
         ),
         (
             "outbound::Outbound",

@@ -1,14 +1,18 @@
-//! Which connections are in which room, and the fan-out of a batch to a room's members.
+//! Which connections belong to which push target, and the fan-out of a batch to its members.
 //!
-//! A room exists on this gateway only while it has local members: the first join subscribes to
-//! its edge subject and the last leave unsubscribes, both under the registry lock so a join can
-//! never land in a room that is being torn down.
+//! A group is everything one edge subject reaches on this gateway: a room's members, a user's
+//! connections, a device's, the whole region's, everyone's. A group exists only while it has
+//! local members: the first join subscribes to its edge subjects and the last leave
+//! unsubscribes, both under the registry lock so a join can never land in a group that is being
+//! torn down. A user-scope push thus reaches only the gateways holding that user: NATS interest
+//! is the session router.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use danmu_proto::internal::EdgeBatch;
+use danmu_proto::internal::{self, EdgeBatch};
+use danmu_proto::subjects::Scope;
 use tokio::task::AbortHandle;
 
 use crate::edge::{self, Dedup, Fresh, Transport, Variants};
@@ -23,10 +27,10 @@ pub struct Member {
     pub outbound: Outbound,
 }
 
-/// Starts the delivery of a room's edge batches to `Room::deliver`; aborting the returned
+/// Starts the delivery of a group's edge batches to `Group::deliver`; aborting the returned
 /// handle stops it. NATS in production, a recorder in tests.
 pub trait EdgeSource: Send + Sync + 'static {
-    fn subscribe(&self, room: Arc<Room>) -> AbortHandle;
+    fn subscribe(&self, group: Arc<Group>) -> AbortHandle;
 }
 
 /// Limits applied while delivering.
@@ -38,30 +42,33 @@ pub struct DeliveryLimits {
     pub brotli_quality: u32,
 }
 
-pub struct Room {
-    pub id: u64,
+pub struct Group {
+    pub scope: Scope,
     members: Mutex<HashMap<u64, Arc<Member>>>,
     dedup: Mutex<Dedup>,
     subscription: Mutex<Option<AbortHandle>>,
 }
 
-impl Room {
-    fn new(id: u64) -> Self {
-        Room {
-            id,
+impl Group {
+    fn new(scope: Scope) -> Self {
+        Group {
+            scope,
             members: Mutex::new(HashMap::new()),
             dedup: Mutex::new(Dedup::default()),
             subscription: Mutex::new(None),
         }
     }
 
-    /// Members on this gateway.
+    /// Members on this gateway (a room's online count here).
     pub fn online(&self) -> u32 {
-        self.members.lock().expect("room lock").len() as u32
+        self.members.lock().expect("group lock").len() as u32
     }
 
-    /// Queues one batch for every member. Members whose queue overflows are told to close.
+    /// Queues one batch for every member, high priority ahead of low. A member whose queue is
+    /// full sheds low priority (counted); one that cannot take high priority is cut off.
     pub fn deliver(&self, batch: EdgeBatch, limits: DeliveryLimits, stats: &Stats) {
+        let high = batch.priority == internal::Priority::High as i32;
+        let messages = batch.message_count.max(1);
         let fresh = self.dedup.lock().expect("dedup lock").check(&batch);
         let packet = match fresh {
             Fresh::Nothing => return stats.batch_received("duplicate"),
@@ -83,23 +90,31 @@ impl Room {
             }
         };
         let mut variants = Variants::new(packet, limits.max_raw_batch, stats);
-        let (mut frames, mut bytes) = (0u64, 0u64);
+        let (mut frames, mut bytes, mut shed) = (0u64, 0u64, 0u64);
         {
-            let members = self.members.lock().expect("room lock");
+            let members = self.members.lock().expect("group lock");
             for member in members.values() {
                 let Some(encoded) = variants.get(member.protover, member.transport) else {
                     continue;
                 };
                 let len = encoded.len() as u64;
-                match member.outbound.push(encoded) {
-                    Push::Queued => {
+                match member.outbound.push(encoded, high, messages) {
+                    Push::Queued { shed: dropped } => {
                         frames += 1;
                         bytes += len;
+                        shed += u64::from(dropped);
                     }
-                    Push::Overflow => stats.slow_consumer(),
+                    Push::Shed { shed: dropped } => shed += u64::from(dropped),
+                    Push::Overflow { shed: dropped } => {
+                        shed += u64::from(dropped);
+                        stats.slow_consumer();
+                    }
                     Push::Closed => {}
                 }
             }
+        }
+        if shed > 0 {
+            stats.shed("queue_full", shed);
         }
         let delay = (batch.oldest_publish_unix_micros > 0).then(|| {
             let now = SystemTime::now()
@@ -108,75 +123,75 @@ impl Room {
                 .as_micros() as i64;
             (now - batch.oldest_publish_unix_micros).max(0) as f64 / 1e6
         });
-        let messages = frames * u64::from(batch.message_count.max(1));
-        stats.delivered(frames, messages, bytes, delay);
+        stats.delivered(frames, frames * u64::from(messages), bytes, delay);
     }
 }
 
-/// Every room with local members.
-pub struct Rooms {
-    rooms: Mutex<HashMap<u64, Arc<Room>>>,
+/// Every group with local members.
+pub struct Groups {
+    groups: Mutex<HashMap<Scope, Arc<Group>>>,
     source: Box<dyn EdgeSource>,
     stats: Arc<Stats>,
 }
 
-impl Rooms {
+impl Groups {
     pub fn new(source: Box<dyn EdgeSource>, stats: Arc<Stats>) -> Self {
-        Rooms {
-            rooms: Mutex::new(HashMap::new()),
+        Groups {
+            groups: Mutex::new(HashMap::new()),
             source,
             stats,
         }
     }
 
-    /// Adds a member; the room's first member starts its subscription.
-    pub fn join(&self, room_id: u64, member: Arc<Member>) -> Arc<Room> {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        let room = rooms.entry(room_id).or_insert_with(|| {
-            let room = Arc::new(Room::new(room_id));
-            *room.subscription.lock().expect("subscription lock") =
-                Some(self.source.subscribe(room.clone()));
-            self.stats.room_count(1);
-            room
+    /// Adds a member; the group's first member starts its subscription.
+    pub fn join(&self, scope: Scope, member: Arc<Member>) -> Arc<Group> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        let group = groups.entry(scope.clone()).or_insert_with(|| {
+            let group = Arc::new(Group::new(scope));
+            *group.subscription.lock().expect("subscription lock") =
+                Some(self.source.subscribe(group.clone()));
+            if matches!(group.scope, Scope::Room(_)) {
+                self.stats.room_count(1);
+            }
+            group
         });
-        room.members
+        group
+            .members
             .lock()
-            .expect("room lock")
+            .expect("group lock")
             .insert(member.conn_id, member);
-        room.clone()
+        group.clone()
     }
 
-    /// Removes a member; the room's last member stops its subscription.
-    pub fn leave(&self, room_id: u64, conn_id: u64) {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        let Some(room) = rooms.get(&room_id) else {
+    /// Removes a member; the group's last member stops its subscription.
+    pub fn leave(&self, scope: &Scope, conn_id: u64) {
+        let mut groups = self.groups.lock().expect("groups lock");
+        let Some(group) = groups.get(scope) else {
             return;
         };
         let empty = {
-            let mut members = room.members.lock().expect("room lock");
+            let mut members = group.members.lock().expect("group lock");
             members.remove(&conn_id);
             members.is_empty()
         };
         if empty {
-            if let Some(subscription) = room.subscription.lock().expect("subscription lock").take()
+            if let Some(subscription) = group.subscription.lock().expect("subscription lock").take()
             {
                 subscription.abort();
             }
-            rooms.remove(&room_id);
-            self.stats.room_count(-1);
+            if matches!(scope, Scope::Room(_)) {
+                self.stats.room_count(-1);
+            }
+            groups.remove(scope);
         }
     }
 
-    pub fn get(&self, room_id: u64) -> Option<Arc<Room>> {
-        self.rooms
-            .lock()
-            .expect("rooms lock")
-            .get(&room_id)
-            .cloned()
+    pub fn get(&self, scope: &Scope) -> Option<Arc<Group>> {
+        self.groups.lock().expect("groups lock").get(scope).cloned()
     }
 
     pub fn len(&self) -> usize {
-        self.rooms.lock().expect("rooms lock").len()
+        self.groups.lock().expect("groups lock").len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -195,7 +210,7 @@ mod tests {
     }
 
     impl EdgeSource for Recorder {
-        fn subscribe(&self, _room: Arc<Room>) -> AbortHandle {
+        fn subscribe(&self, _group: Arc<Group>) -> AbortHandle {
             self.subscribed.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(std::future::pending::<()>()).abort_handle()
         }
@@ -215,17 +230,17 @@ mod tests {
         let recorder = Recorder::default();
         let subscribed = recorder.subscribed.clone();
         let stats = Arc::new(Stats::default());
-        let rooms = Rooms::new(Box::new(recorder), stats.clone());
-        let room = rooms.join(7, member(1, 3));
-        rooms.join(7, member(2, 3));
+        let rooms = Groups::new(Box::new(recorder), stats.clone());
+        let room = rooms.join(Scope::Room(7), member(1, 3));
+        rooms.join(Scope::Room(7), member(2, 3));
         assert_eq!(subscribed.load(Ordering::SeqCst), 1);
         assert_eq!(room.online(), 2);
-        rooms.leave(7, 1);
+        rooms.leave(&Scope::Room(7), 1);
         assert_eq!(rooms.len(), 1);
-        rooms.leave(7, 2);
+        rooms.leave(&Scope::Room(7), 2);
         assert!(rooms.is_empty());
         assert_eq!(stats.rooms.load(Ordering::SeqCst), 0);
-        rooms.join(7, member(3, 3));
+        rooms.join(Scope::Room(7), member(3, 3));
         assert_eq!(
             subscribed.load(Ordering::SeqCst),
             2,
@@ -236,13 +251,13 @@ mod tests {
     #[tokio::test]
     async fn a_batch_reaches_every_member_once_and_duplicates_are_dropped() {
         let stats = Arc::new(Stats::default());
-        let rooms = Rooms::new(Box::new(Recorder::default()), stats.clone());
+        let rooms = Groups::new(Box::new(Recorder::default()), stats.clone());
         let members: Vec<_> = (0..5)
             .map(|i| member(i, [0, 2, 3][i as usize % 3]))
             .collect();
         let mut room = None;
         for m in &members {
-            room = Some(rooms.join(9, m.clone()));
+            room = Some(rooms.join(Scope::Room(9), m.clone()));
         }
         let raw = danmu_proto::batch::encode_messages([&b"{\"cmd\":\"DANMU_MSG\"}"[..]]);
         let edge = EdgeBatch {
@@ -269,7 +284,7 @@ mod tests {
         assert_eq!(crate::stats::get(&stats.zlib_encodes), 1);
         for m in &members {
             let mut out = Default::default();
-            m.outbound.drain_into(&mut out);
+            m.outbound.drain_into(&mut out, usize::MAX);
             assert_eq!(out.len(), 1);
         }
     }
