@@ -75,15 +75,26 @@ pub async fn warm_up(
     clients: &mut [&mut Client],
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    warm_up_scope(nats, Priority::Low, &Scope::Room(room), clients, timeout).await
+}
+
+/// [`warm_up`] for any scope and priority: `clients` are the connections the scope reaches.
+pub async fn warm_up_scope(
+    nats: &async_nats::Client,
+    priority: Priority,
+    scope: &Scope,
+    clients: &mut [&mut Client],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut warm = vec![false; clients.len()];
     let warmup = Bytes::from(serde_json::json!({ "cmd": WARMUP }).to_string());
     while warm.iter().any(|w| !w) {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "room {room} did not warm up: {warm:?}"
+            "{scope} ({priority}) did not warm up: {warm:?}"
         );
-        publish(nats, room, warmup.clone()).await?;
+        publish_to(nats, priority, scope, warmup.clone()).await?;
         for (client, warm) in clients.iter_mut().zip(warm.iter_mut()) {
             while !*warm {
                 match client.next(Duration::from_millis(150)).await {
