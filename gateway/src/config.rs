@@ -27,6 +27,10 @@ pub struct Config {
     pub max_handshake_bytes: usize,
     /// Per-connection outbound bound; a reader that falls this far behind is cut off.
     pub outbound_queue_bytes: usize,
+    /// Kernel send buffer per client socket (SO_SNDBUF); unset leaves the kernel's autotuning.
+    /// Bounding it bounds kernel memory per connection and makes a slow reader show in the
+    /// outbound queue (where low priority is shed first) instead of in megabytes of kernel buffer.
+    pub socket_send_buffer_bytes: Option<usize>,
     /// Largest decompressed batch accepted from NATS.
     pub max_batch_bytes: usize,
     pub close_linger_ms: u64,
@@ -56,6 +60,7 @@ impl Default for Config {
             max_ws_message_bytes: 16 * 1024,
             max_handshake_bytes: 8 * 1024,
             outbound_queue_bytes: 1024 * 1024,
+            socket_send_buffer_bytes: None,
             max_batch_bytes: 4 * 1024 * 1024,
             close_linger_ms: 1_000,
             capacity: 100_000,

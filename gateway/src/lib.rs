@@ -124,6 +124,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             max_ws_message_len: config.max_ws_message_bytes,
             max_handshake_len: config.max_handshake_bytes,
             outbound_queue_bytes: config.outbound_queue_bytes,
+            socket_send_buffer: config.socket_send_buffer_bytes,
             close_linger: Duration::from_millis(config.close_linger_ms),
         },
         stopped.clone(),

@@ -54,7 +54,31 @@ impl Client {
         addr: SocketAddr,
         path: &str,
     ) -> anyhow::Result<Client> {
-        let mut stream = TcpStream::connect(addr)
+        Self::connect_with(transport, addr, path, None).await
+    }
+
+    /// A client with a small kernel receive buffer: one that stops reading backs the gateway up
+    /// quickly (slow-reader tests).
+    pub async fn connect_slow(
+        transport: Transport,
+        addr: SocketAddr,
+        receive_buffer: u32,
+    ) -> anyhow::Result<Client> {
+        Self::connect_with(transport, addr, "/sub", Some(receive_buffer)).await
+    }
+
+    async fn connect_with(
+        transport: Transport,
+        addr: SocketAddr,
+        path: &str,
+        receive_buffer: Option<u32>,
+    ) -> anyhow::Result<Client> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(bytes) = receive_buffer {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        let mut stream: TcpStream = socket
+            .connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;

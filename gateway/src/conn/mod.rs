@@ -47,6 +47,7 @@ pub struct ConnLimits {
     pub max_ws_message_len: usize,
     pub max_handshake_len: usize,
     pub outbound_queue_bytes: usize,
+    pub socket_send_buffer: Option<usize>,
     /// How long a closing connection may take to flush its last frames.
     pub close_linger: Duration,
 }
@@ -87,6 +88,9 @@ impl Shared {
 /// Serves one accepted socket until it closes.
 pub async fn serve(stream: TcpStream, transport: Transport, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    if let Some(bytes) = shared.limits.socket_send_buffer {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
     let label = transport.label();
     shared.stats.connection_opened(label);
     let mut conn = Conn {

@@ -738,6 +738,7 @@ async fn print_sizes() -> anyhow::Result<()> {
             max_ws_message_len: defaults.max_ws_message_bytes,
             max_handshake_len: defaults.max_handshake_bytes,
             outbound_queue_bytes: defaults.outbound_queue_bytes,
+            socket_send_buffer: defaults.socket_send_buffer_bytes,
             close_linger: Duration::from_millis(defaults.close_linger_ms),
         },
         tokio_util::sync::CancellationToken::new(),
