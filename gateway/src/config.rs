@@ -31,6 +31,12 @@ pub struct Config {
     /// Bounding it bounds kernel memory per connection and makes a slow reader show in the
     /// outbound queue (where low priority is shed first) instead of in megabytes of kernel buffer.
     pub socket_send_buffer_bytes: Option<usize>,
+    /// High reach: wait this long for an ACK before sending a high-priority batch again.
+    pub reach_retry_ms: u64,
+    /// High reach: sends after the first before a batch expires.
+    pub reach_max_retries: u32,
+    /// High reach: unacknowledged batches kept per connection.
+    pub reach_max_pending: usize,
     /// Largest decompressed batch accepted from NATS.
     pub max_batch_bytes: usize,
     pub close_linger_ms: u64,
@@ -61,6 +67,9 @@ impl Default for Config {
             max_handshake_bytes: 8 * 1024,
             outbound_queue_bytes: 1024 * 1024,
             socket_send_buffer_bytes: None,
+            reach_retry_ms: 1_000,
+            reach_max_retries: 3,
+            reach_max_pending: 256,
             max_batch_bytes: 4 * 1024 * 1024,
             close_linger_ms: 1_000,
             capacity: 100_000,
@@ -176,6 +185,12 @@ impl Config {
             return invalid(
                 "report_interval_ms",
                 "must be shorter than node_ttl_secs, or the gateway drops out of node lists",
+            );
+        }
+        if self.reach_retry_ms < 10 || self.reach_max_pending == 0 {
+            return invalid(
+                "reach_retry_ms",
+                "reach_retry_ms must be at least 10 and reach_max_pending at least 1",
             );
         }
         if self.capacity == 0 {

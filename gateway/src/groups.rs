@@ -284,7 +284,8 @@ mod tests {
         assert_eq!(crate::stats::get(&stats.zlib_encodes), 1);
         for m in &members {
             let mut out = Default::default();
-            m.outbound.drain_into(&mut out, usize::MAX);
+            m.outbound
+                .drain_into(&mut out, usize::MAX, |b, q| q.push_back(b));
             assert_eq!(out.len(), 1);
         }
     }

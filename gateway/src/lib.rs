@@ -8,6 +8,7 @@
 //! - `groups`: which connections each push target (room, user, device, region, everyone)
 //!   reaches here, and the fan-out of a batch to them.
 //! - `edge`: a batch's per-protover, per-transport encodings (built once) and de-duplication.
+//! - `reach`: high reach (delivery ids, ACKs, retries) for one connection, plain code.
 //! - `outbound`: the bounded per-connection queue between fan-out and socket.
 //! - `conn`: the connection task, the only code touching client sockets.
 //! - `nats_edge`: group subscriptions on NATS, one connection per priority.
@@ -20,6 +21,7 @@ pub mod edge;
 pub mod groups;
 mod nats_edge;
 pub mod outbound;
+pub mod reach;
 mod report;
 pub mod session;
 pub mod stats;
@@ -125,6 +127,11 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             max_handshake_len: config.max_handshake_bytes,
             outbound_queue_bytes: config.outbound_queue_bytes,
             socket_send_buffer: config.socket_send_buffer_bytes,
+            reach: reach::ReachConfig {
+                retry_after: Duration::from_millis(config.reach_retry_ms),
+                max_retries: config.reach_max_retries,
+                max_pending: config.reach_max_pending,
+            },
             close_linger: Duration::from_millis(config.close_linger_ms),
         },
         stopped.clone(),

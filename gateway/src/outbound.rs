@@ -106,15 +106,22 @@ impl Outbound {
         result
     }
 
-    /// Moves queued items into `into` (the writer's local list): all high priority, then low
-    /// priority until the writer holds `low_budget` bytes, so low priority already handed to the
-    /// writer never delays much high priority. Returns whether the queue overflowed, in which
-    /// case the connection must close as a slow consumer.
-    pub fn drain_into(&self, into: &mut VecDeque<Bytes>, low_budget: usize) -> bool {
+    /// Moves queued items into `into` (the writer's local list): all high priority (each
+    /// through `on_high`, which may rewrite it, e.g. to add a delivery id), then low priority
+    /// until the writer holds `low_budget` bytes, so low priority already handed to the writer
+    /// never delays much high priority. Returns whether the queue overflowed, in which case the
+    /// connection must close as a slow consumer.
+    pub fn drain_into(
+        &self,
+        into: &mut VecDeque<Bytes>,
+        low_budget: usize,
+        mut on_high: impl FnMut(Bytes, &mut VecDeque<Bytes>),
+    ) -> bool {
         let mut queue = self.queue.lock().expect("outbound lock");
-        let high_bytes: usize = queue.high.iter().map(Bytes::len).sum();
-        queue.bytes -= high_bytes;
-        into.extend(queue.high.drain(..));
+        while let Some(item) = queue.high.pop_front() {
+            queue.bytes -= item.len();
+            on_high(item, into);
+        }
         let mut pending: usize = into.iter().map(Bytes::len).sum();
         while pending < low_budget {
             let Some((item, _)) = queue.low.pop_front() else {
@@ -181,7 +188,7 @@ mod tests {
         );
         assert_eq!(outbound.queued_bytes(), 9);
         let mut local = VecDeque::new();
-        assert!(!outbound.drain_into(&mut local, usize::MAX));
+        assert!(!outbound.drain_into(&mut local, usize::MAX, |b, q| q.push_back(b)));
         assert_eq!(local, ["hi1", "lo1", "lo2"]);
         assert_eq!(outbound.queued_bytes(), 0);
     }
@@ -204,7 +211,7 @@ mod tests {
         assert_eq!(outbound.push(bytes(40), true, 1), Push::Queued { shed: 7 });
         assert_eq!(outbound.queued_bytes(), 80);
         let mut local = VecDeque::new();
-        outbound.drain_into(&mut local, usize::MAX);
+        outbound.drain_into(&mut local, usize::MAX, |b, q| q.push_back(b));
         assert_eq!(local.len(), 2, "only the high-priority batches are left");
     }
 
@@ -221,7 +228,7 @@ mod tests {
         assert_eq!(outbound.push(bytes(1), true, 1), Push::Closed);
         let mut local = VecDeque::new();
         assert!(
-            outbound.drain_into(&mut local, usize::MAX),
+            outbound.drain_into(&mut local, usize::MAX, |b, q| q.push_back(b)),
             "reports the overflow"
         );
         assert!(local.is_empty());
@@ -234,7 +241,7 @@ mod tests {
             outbound.push(bytes(100), false, 1);
         }
         let mut local = VecDeque::new();
-        outbound.drain_into(&mut local, 250);
+        outbound.drain_into(&mut local, 250, |b, q| q.push_back(b));
         assert_eq!(local.len(), 3, "stops once the writer holds the budget");
         assert!(outbound.has_low());
     }

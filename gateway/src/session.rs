@@ -32,6 +32,8 @@ pub struct Identity {
     pub room: u64,
     /// 0 (raw), 2 (zlib) or 3 (brotli): the batch encoding this client decodes.
     pub protover: u16,
+    /// Opted in to high reach: high-priority batches carry delivery ids to acknowledge.
+    pub ack: bool,
 }
 
 /// Why a connection is closed. Each has a WebSocket close code and a metric label.
@@ -98,6 +100,8 @@ pub enum Action {
     Join(Identity),
     /// Answer a heartbeat with the room's online count (the IO layer knows the count).
     HeartbeatReply,
+    /// The client acknowledged a high-priority batch's delivery id.
+    Ack(u32),
     /// Close, after writing what was queued before.
     Close(CloseReason),
 }
@@ -180,6 +184,7 @@ impl Session {
                 "operation {other} before AUTH"
             )))),
             (Phase::Joined(_), op::HEARTBEAT) => out.push(Action::HeartbeatReply),
+            (Phase::Joined(_), op::ACK) => out.push(Action::Ack(frame.seq)),
             (Phase::Joined(_), op::AUTH) => {
                 out.push(self.close(CloseReason::Protocol("second AUTH".into())))
             }
@@ -246,6 +251,7 @@ fn check_auth(body: &[u8], now_unix: u64, verifier: &TokenVerifier) -> Result<Id
         device,
         room: request.roomid,
         protover,
+        ack: request.ack,
     })
 }
 
@@ -319,7 +325,8 @@ mod tests {
                     uid: 42,
                     device: "dev-1".into(),
                     room: 1001,
-                    protover: 3
+                    protover: 3,
+                    ack: false,
                 })
             ]
         );

@@ -32,6 +32,11 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Low-priority messages not delivered to a member, for any reason (see metrics for why).
     pub shed_messages: AtomicU64,
+    /// High reach: batches sent with a delivery id, acknowledged, sent again, given up on.
+    pub reach_delivered: AtomicU64,
+    pub reach_acked: AtomicU64,
+    pub reach_retried: AtomicU64,
+    pub reach_expired: AtomicU64,
 }
 
 pub fn get(counter: &AtomicU64) -> u64 {
@@ -108,6 +113,29 @@ impl Stats {
 
     pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds a connection's reach counts since `before`.
+    pub(crate) fn reach(
+        &self,
+        before: &crate::reach::ReachCounts,
+        now: &crate::reach::ReachCounts,
+    ) {
+        for (counter, outcome, delta) in [
+            (
+                &self.reach_delivered,
+                "delivered",
+                now.delivered - before.delivered,
+            ),
+            (&self.reach_acked, "acked", now.acked - before.acked),
+            (&self.reach_retried, "retried", now.retried - before.retried),
+            (&self.reach_expired, "expired", now.expired - before.expired),
+        ] {
+            if delta > 0 {
+                counter.fetch_add(delta, Ordering::Relaxed);
+                counter!("danmu_gateway_reach_total", "outcome" => outcome).increment(delta);
+            }
+        }
     }
 
     /// Low-priority messages dropped for members, by reason.

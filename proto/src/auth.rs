@@ -49,6 +49,11 @@ pub struct AuthRequest {
     /// Device id; informational (the token's `dev` is authoritative).
     #[serde(default)]
     pub buvid: String,
+    /// Opts in to high reach: high-priority batches then carry a delivery id in the packet's
+    /// sequence field, the client answers each with an ACK (op 1006, same sequence), and the
+    /// gateway retries what is not acknowledged. Clients that never set it get nothing new.
+    #[serde(default)]
+    pub ack: bool,
 }
 
 /// The JSON body of AUTH_REPLY.

@@ -146,9 +146,21 @@ impl Client {
         protover: u16,
         key: &str,
     ) -> anyhow::Result<i32> {
+        self.auth_with(uid, room, protover, key, false).await
+    }
+
+    /// AUTH with the high-reach opt-in (`"ack": true`) when `ack` is set.
+    pub async fn auth_with(
+        &mut self,
+        uid: u64,
+        room: u64,
+        protover: u16,
+        key: &str,
+        ack: bool,
+    ) -> anyhow::Result<i32> {
         let body = serde_json::json!({
             "uid": uid, "roomid": room, "protover": protover, "platform": "web", "type": 2,
-            "key": key, "buvid": "test-buvid",
+            "key": key, "buvid": "test-buvid", "ack": ack,
         });
         self.send(&Frame::new(1, op::AUTH, 1, serde_json::to_vec(&body)?))
             .await?;

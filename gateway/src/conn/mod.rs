@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::edge::Transport;
 use crate::groups::{Group, Groups, Member};
 use crate::outbound::Outbound;
+use crate::reach::{Reach, ReachConfig, ReachCounts};
 use crate::session::{Action, CloseReason, Session, SessionConfig};
 use crate::stats::Stats;
 use danmu_proto::subjects::Scope;
@@ -48,6 +49,7 @@ pub struct ConnLimits {
     pub max_handshake_len: usize,
     pub outbound_queue_bytes: usize,
     pub socket_send_buffer: Option<usize>,
+    pub reach: ReachConfig,
     /// How long a closing connection may take to flush its last frames.
     pub close_linger: Duration,
 }
@@ -60,6 +62,10 @@ struct Joined {
     member: Arc<Member>,
     room: Arc<Group>,
     scopes: Vec<Scope>,
+    /// High-reach bookkeeping, for clients that opted in.
+    reach: Option<Reach>,
+    /// Reach counts already added to the gateway's metrics.
+    reach_reported: ReachCounts,
 }
 
 impl Shared {
@@ -178,6 +184,11 @@ impl Conn {
             }
             let deadline = tokio::time::Instant::from_std(self.session.deadline());
             let outbound = self.joined.as_ref().map(|joined| joined.member.clone());
+            let retry_at = self
+                .joined
+                .as_ref()
+                .and_then(|j| j.reach.as_ref())
+                .and_then(Reach::deadline);
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let reason = CloseReason::Shutdown;
@@ -205,6 +216,7 @@ impl Conn {
                 }
                 _ = stream.writable(), if !self.writer.is_empty() => {}
                 _ = wait_ready(outbound.as_deref().map(|m| &m.outbound)) => {}
+                _ = sleep_until(retry_at), if retry_at.is_some() => self.retry_unacked(),
                 _ = tokio::time::sleep_until(deadline) => {
                     if let Some(action) = self.session.on_tick(Instant::now()) {
                         actions.push(action);
@@ -291,7 +303,17 @@ impl Conn {
                         member,
                         room,
                         scopes,
+                        reach: identity
+                            .ack
+                            .then(|| Reach::new(self.shared.limits.reach, self.transport)),
+                        reach_reported: ReachCounts::default(),
                     });
+                }
+                Action::Ack(id) => {
+                    if let Some(reach) = self.joined.as_mut().and_then(|j| j.reach.as_mut()) {
+                        reach.ack(id);
+                    }
+                    self.report_reach();
                 }
                 Action::HeartbeatReply => {
                     let online = self
@@ -316,13 +338,21 @@ impl Conn {
     /// coming back for low priority left behind while the socket keeps taking bytes.
     fn pump_outbound(&mut self, stream: &TcpStream) -> Option<CloseReason> {
         loop {
-            if let Some(joined) = &self.joined
-                && joined
-                    .member
-                    .outbound
-                    .drain_into(self.writer.queue(), LOW_PRIORITY_BUDGET)
-            {
-                return Some(CloseReason::SlowConsumer);
+            if let Some(joined) = &mut self.joined {
+                let now = Instant::now();
+                let reach = &mut joined.reach;
+                let overflowed = joined.member.outbound.drain_into(
+                    self.writer.queue(),
+                    LOW_PRIORITY_BUDGET,
+                    |item, queue| match reach.as_mut().and_then(|r| r.send(item.clone(), now)) {
+                        Some([head, body]) => queue.extend([head, body]),
+                        None => queue.push_back(item),
+                    },
+                );
+                if overflowed {
+                    return Some(CloseReason::SlowConsumer);
+                }
+                self.report_reach();
             }
             if self.writer.write_to(stream).is_err() {
                 return Some(CloseReason::PeerClosed);
@@ -334,6 +364,31 @@ impl Conn {
             if !self.writer.is_empty() || !more_low {
                 return None;
             }
+        }
+    }
+
+    /// Sends the retries that are due.
+    fn retry_unacked(&mut self) {
+        let mut retries = Vec::new();
+        if let Some(reach) = self.joined.as_mut().and_then(|j| j.reach.as_mut()) {
+            reach.due(Instant::now(), &mut retries);
+        }
+        for bytes in retries {
+            self.writer.push(bytes);
+        }
+        self.report_reach();
+    }
+
+    /// Adds what changed in this connection's reach counts to the gateway's metrics.
+    fn report_reach(&mut self) {
+        if let Some(joined) = &mut self.joined
+            && let Some(reach) = &joined.reach
+            && reach.counts != joined.reach_reported
+        {
+            self.shared
+                .stats
+                .reach(&joined.reach_reported, &reach.counts);
+            joined.reach_reported = reach.counts;
         }
     }
 
@@ -381,6 +436,12 @@ impl Conn {
                 self.shared.groups.leave(scope, self.id);
             }
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline.into()).await;
     }
 }
 

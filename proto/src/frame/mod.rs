@@ -58,7 +58,8 @@ pub mod op {
     pub const UPSTREAM: u32 = 1004;
     /// Server → client: outcome of [`UPSTREAM`] (accepted, rate-limited, filtered). Reserved.
     pub const UPSTREAM_REPLY: u32 = 1005;
-    /// Client → server: acknowledges high-priority message ids. Reserved.
+    /// Client → server: acknowledges a high-priority batch; the packet's sequence is the
+    /// delivery id the batch carried. Only clients that set `"ack": true` in AUTH get ids.
     pub const ACK: u32 = 1006;
     /// Client → server: resume a room from the last batch sequence the client saw. Reserved.
     pub const RESUME: u32 = 1007;

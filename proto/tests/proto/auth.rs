@@ -17,9 +17,16 @@ fn parses_the_spec_example() {
             kind: 2,
             key: "<token>".into(),
             buvid: "...".into(),
+            ack: false,
         }
     );
     assert_eq!(req.message_version(), Some(version::BROTLI));
+}
+
+#[test]
+fn ack_opts_in_to_high_reach() {
+    let req = AuthRequest::parse(br#"{"uid":1,"roomid":2,"key":"k","ack":true}"#).unwrap();
+    assert!(req.ack);
 }
 
 #[test]

@@ -739,6 +739,11 @@ async fn print_sizes() -> anyhow::Result<()> {
             max_handshake_len: defaults.max_handshake_bytes,
             outbound_queue_bytes: defaults.outbound_queue_bytes,
             socket_send_buffer: defaults.socket_send_buffer_bytes,
+            reach: danmu_gateway::reach::ReachConfig {
+                retry_after: Duration::from_millis(defaults.reach_retry_ms),
+                max_retries: defaults.reach_max_retries,
+                max_pending: defaults.reach_max_pending,
+            },
             close_linger: Duration::from_millis(defaults.close_linger_ms),
         },
         tokio_util::sync::CancellationToken::new(),
