@@ -25,6 +25,7 @@ pub struct Config {
     pub low: WorkerConfig,
     /// High priority: invitations, notices. No aggregation window by default; never shed.
     pub high: WorkerConfig,
+    pub offline: OfflineConfig,
     /// Brotli quality for batch compression (0-11).
     pub brotli_quality: u32,
     /// Prometheus exporter address; none disables it.
@@ -45,6 +46,7 @@ impl Default for Config {
                 window_ms: 0,
                 ..WorkerConfig::default()
             },
+            offline: OfflineConfig::default(),
             brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
             metrics_listen: None,
         }
@@ -75,6 +77,30 @@ impl Default for StreamLimits {
             max_message_bytes: 64 * 1024,
             duplicate_window_secs: 120,
             replicas: 1,
+        }
+    }
+}
+
+/// Offline messages: a user-scope high-priority push that reaches no gateway waits in the
+/// `DANMU_OFFLINE` stream, bounded per user and in age, for the user's next connect.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineConfig {
+    pub enabled: bool,
+    pub max_age_secs: u64,
+    /// Older pushes of a user are dropped beyond this many.
+    pub max_per_user: i64,
+    /// How long to wait for a gateway to confirm a live delivery before storing the push.
+    pub live_timeout_ms: u64,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            enabled: true,
+            max_age_secs: 24 * 3600,
+            max_per_user: 100,
+            live_timeout_ms: 1_000,
         }
     }
 }

@@ -31,6 +31,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+
+/// Header on offline pushes: when JetStream first stored the push (unix micros).
+pub const PUBLISHED_HEADER: &str = "Danmu-Published-Micros";
 pub use stats::Stats;
 
 /// A running distributor.
@@ -58,6 +61,11 @@ pub async fn start(config: Config) -> anyhow::Result<Distributor> {
             .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let js = async_nats::jetstream::new(client.clone());
         let consumer = streams::ensure(&js, &config, priority, worker_config).await?;
+        let offline =
+            (priority == Priority::High && config.offline.enabled).then(|| config.offline.clone());
+        if offline.is_some() && config.ensure_streams {
+            streams::ensure_offline(&js, &config).await?;
+        }
         let worker = worker::Worker {
             client,
             consumer: consumer.clone(),
@@ -66,6 +74,7 @@ pub async fn start(config: Config) -> anyhow::Result<Distributor> {
             stream: subjects::push_stream(&config.region, priority),
             config: worker_config.clone(),
             brotli_quality: config.brotli_quality,
+            offline,
             stats: stats.clone(),
         };
         tasks.spawn(worker.run(stop.clone()));

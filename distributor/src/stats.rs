@@ -23,6 +23,8 @@ pub struct Stats {
     pub compressions: AtomicU64,
     /// Acks that could not be sent.
     pub ack_errors: AtomicU64,
+    /// User pushes stored for offline users.
+    pub offline_stored: AtomicU64,
 }
 
 impl Stats {
@@ -72,6 +74,11 @@ impl Stats {
         self.batches_out.fetch_add(1, Ordering::Relaxed);
         counter!("danmu_distributor_batches_out_total", "priority" => priority.token())
             .increment(1);
+    }
+
+    pub(crate) fn offline_stored(&self, messages: u64) {
+        self.offline_stored.fetch_add(messages, Ordering::Relaxed);
+        counter!("danmu_distributor_offline_stored_total").increment(messages);
     }
 
     pub(crate) fn ack_error(&self, priority: Priority) {

@@ -60,6 +60,26 @@ pub fn consumer_config(priority: Priority, worker: &WorkerConfig) -> consumer::p
     }
 }
 
+/// The offline stream, shared by every region's distributors and read by gateways on connect.
+pub async fn ensure_offline(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+    let offline = &config.offline;
+    js.create_or_update_stream(stream::Config {
+        name: subjects::OFFLINE_STREAM.into(),
+        subjects: vec![subjects::OFFLINE_FILTER.into()],
+        max_age: Duration::from_secs(offline.max_age_secs),
+        max_messages_per_subject: offline.max_per_user,
+        num_replicas: config.streams.replicas,
+        discard: stream::DiscardPolicy::Old,
+        description: Some(
+            "danmu: high-priority user pushes waiting for the user's next connect".into(),
+        ),
+        ..Default::default()
+    })
+    .await
+    .context("creating the offline stream")?;
+    Ok(())
+}
+
 /// Creates (or updates) the stream and the durable consumer, returning the consumer.
 pub async fn ensure(
     js: &jetstream::Context,

@@ -37,6 +37,8 @@ pub struct Worker {
     pub stream: String,
     pub config: WorkerConfig,
     pub brotli_quality: u32,
+    /// Set for the high-priority worker when offline messages are on.
+    pub offline: Option<crate::config::OfflineConfig>,
     pub stats: Arc<Stats>,
 }
 
@@ -176,16 +178,64 @@ impl Worker {
             started.elapsed().as_secs_f64(),
         );
         let payload = Bytes::from(edge.encode_to_vec());
-        self.client
-            .publish(subjects::edge(self.priority, &batch.target), payload)
-            .await
-            .context("publishing an edge batch")?;
+        let subject = subjects::edge(self.priority, &batch.target);
+        match (&self.offline, &batch.target) {
+            (Some(offline), Scope::User(uid)) => {
+                self.publish_or_store(subject, payload, *uid, &batch.messages, offline)
+                    .await?
+            }
+            _ => self
+                .client
+                .publish(subject, payload)
+                .await
+                .context("publishing an edge batch")?,
+        }
         self.stats.batch_published(self.priority);
         for message in &batch.messages {
             if message.ack.ack().await.is_err() {
                 self.stats.ack_error(self.priority);
             }
         }
+        Ok(())
+    }
+}
+
+impl Worker {
+    /// A user-scope high-priority batch is sent as a request: gateways holding the user answer
+    /// once they queued it. NATS answers "no responders" at once when no gateway holds the user
+    /// anywhere; then the messages wait in the offline stream for the user's next connect. A
+    /// timeout (a gateway too slow to answer) also stores them: a user may then see a push twice
+    /// rather than never.
+    async fn publish_or_store(
+        &self,
+        subject: String,
+        payload: Bytes,
+        uid: u64,
+        messages: &[Pending<Acker>],
+        offline: &crate::config::OfflineConfig,
+    ) -> anyhow::Result<()> {
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(Duration::from_millis(offline.live_timeout_ms)));
+        match self.client.send_request(subject, request).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Err(error) => tracing::warn!(%error, uid, "no live confirmation: storing the push"),
+        }
+        let js = async_nats::jetstream::new(self.client.clone());
+        for message in messages {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                crate::PUBLISHED_HEADER,
+                message.published_micros.to_string().as_str(),
+            );
+            js.publish_with_headers(subjects::offline(uid), headers, message.payload.clone())
+                .await
+                .context("storing an offline push")?
+                .await
+                .context("storing an offline push")?;
+        }
+        self.stats.offline_stored(messages.len() as u64);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! - `groups`: which connections each push target (room, user, device, region, everyone)
 //!   reaches here, and the fan-out of a batch to them.
 //! - `edge`: a batch's per-protover, per-transport encodings (built once) and de-duplication.
+//! - `offline`: a user's waiting offline pushes, read and removed on connect.
 //! - `reach`: high reach (delivery ids, ACKs, retries) for one connection, plain code.
 //! - `outbound`: the bounded per-connection queue between fan-out and socket.
 //! - `conn`: the connection task, the only code touching client sockets.
@@ -20,6 +21,7 @@ pub mod conn;
 pub mod edge;
 pub mod groups;
 mod nats_edge;
+mod offline;
 pub mod outbound;
 pub mod reach;
 mod report;
@@ -112,7 +114,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         limits,
         stats: stats.clone(),
     };
-    let shared = Arc::new(conn::Shared::new(
+    let mut shared = conn::Shared::new(
         session::SessionConfig {
             auth_timeout: config.auth_timeout(),
             heartbeat_timeout: config.heartbeat_timeout(),
@@ -135,7 +137,10 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             close_linger: Duration::from_millis(config.close_linger_ms),
         },
         stopped.clone(),
-    ));
+    );
+    shared.offline = Some(async_nats::jetstream::new(client.clone()));
+    shared.brotli_quality = config.brotli_quality;
+    let shared = Arc::new(shared);
 
     let ws_addr = listeners.ws.as_ref().map(|l| l.local_addr()).transpose()?;
     let tcp_addr = listeners.tcp.as_ref().map(|l| l.local_addr()).transpose()?;

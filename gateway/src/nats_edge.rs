@@ -49,7 +49,14 @@ impl EdgeSource for NatsEdge {
                     else => return,
                 };
                 match EdgeBatch::decode(message.payload) {
-                    Ok(batch) => group.deliver(batch, limits, &stats),
+                    Ok(batch) => {
+                        group.deliver(batch, limits, &stats);
+                        // A user-scope high-priority batch is a request: confirming it tells the
+                        // distributor the user is online, so it is not stored for later.
+                        if let Some(reply) = message.reply {
+                            let _ = high.publish(reply, bytes::Bytes::new()).await;
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%error, subject = %message.subject, "undecodable edge batch");
                         stats.batch_received("corrupt");

@@ -19,6 +19,17 @@ pub const PUSH_PREFIX: &str = "danmu.push";
 pub const INGEST_PREFIX: &str = "danmu.in";
 /// Prefix of the subjects distributors publish pre-encoded batches on.
 pub const EDGE_PREFIX: &str = "danmu.edge";
+/// The stream holding user-scope high-priority pushes for users who were offline.
+pub const OFFLINE_STREAM: &str = "DANMU_OFFLINE";
+
+/// What the offline stream captures.
+pub const OFFLINE_FILTER: &str = "danmu.offline.user.*";
+
+/// `danmu.offline.user.<uid>`: where an offline user's pushes wait for the next connect.
+pub fn offline(uid: u64) -> String {
+    format!("danmu.offline.user.{uid}")
+}
+
 /// Default JetStream KV bucket gateways report their health into.
 pub const NODES_BUCKET: &str = "danmu_nodes";
 /// Target token used for the `all` scope, which has no target of its own.

@@ -21,7 +21,7 @@ use crate::edge::Transport;
 use crate::groups::{Group, Groups, Member};
 use crate::outbound::Outbound;
 use crate::reach::{Reach, ReachConfig, ReachCounts};
-use crate::session::{Action, CloseReason, Session, SessionConfig};
+use crate::session::{Action, CloseReason, Identity, Session, SessionConfig};
 use crate::stats::Stats;
 use danmu_proto::subjects::Scope;
 use danmu_proto::token::TokenVerifier;
@@ -39,6 +39,9 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     pub limits: ConnLimits,
     pub shutdown: CancellationToken,
+    /// Where offline pushes wait; none disables their delivery on connect.
+    pub offline: Option<async_nats::jetstream::Context>,
+    pub brotli_quality: u32,
     next_id: AtomicU64,
 }
 
@@ -53,6 +56,9 @@ pub struct ConnLimits {
     /// How long a closing connection may take to flush its last frames.
     pub close_linger: Duration,
 }
+
+/// Most offline pushes handed to one connect (the stream keeps at most this many per user too).
+const MAX_OFFLINE: usize = 1000;
 
 /// Low priority handed to the writer at a time: what high priority may have to wait behind.
 const LOW_PRIORITY_BUDGET: usize = 64 * 1024;
@@ -86,6 +92,8 @@ impl Shared {
             stats,
             limits,
             shutdown,
+            offline: None,
+            brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
             next_id: AtomicU64::new(1),
         }
     }
@@ -299,6 +307,7 @@ impl Conn {
                     for scope in &scopes[1..] {
                         groups.join(scope.clone(), member.clone());
                     }
+                    self.deliver_offline(&identity, &member);
                     self.joined = Some(Joined {
                         member,
                         room,
@@ -365,6 +374,25 @@ impl Conn {
                 return None;
             }
         }
+    }
+
+    /// Hands the user's offline pushes (if any wait) to this connection, as high priority.
+    fn deliver_offline(&self, identity: &Identity, member: &Arc<Member>) {
+        let Some(js) = self.shared.offline.clone() else {
+            return;
+        };
+        let (uid, protover, transport) = (identity.uid, identity.protover, self.transport);
+        let (member, quality) = (member.clone(), self.shared.brotli_quality);
+        tokio::spawn(async move {
+            match crate::offline::take(&js, uid, MAX_OFFLINE).await {
+                Ok(payloads) if !payloads.is_empty() => {
+                    let encoded = crate::offline::encode(&payloads, protover, transport, quality);
+                    member.outbound.push(encoded, true, payloads.len() as u32);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, uid, "offline pushes"),
+            }
+        });
     }
 
     /// Sends the retries that are due.

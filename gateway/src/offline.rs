@@ -1,0 +1,80 @@
+//! Offline messages: on a user's connect, the high-priority pushes that reached no gateway while
+//! the user was away (stored by the distributor in the `DANMU_OFFLINE` stream) are read, removed
+//! and handed to the new connection, oldest first.
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use bytes::Bytes;
+use danmu_proto::subjects;
+use danmu_proto::{batch, frame};
+use futures::StreamExt;
+
+use crate::edge::Transport;
+
+/// Reads and removes the user's waiting pushes (at most `max`). An absent stream means none.
+pub async fn take(js: &jetstream::Context, uid: u64, max: usize) -> anyhow::Result<Vec<Bytes>> {
+    let Ok(stream) = js.get_stream(subjects::OFFLINE_STREAM).await else {
+        return Ok(Vec::new());
+    };
+    let subject = subjects::offline(uid);
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: subject.clone(),
+            ack_policy: consumer::AckPolicy::None,
+            deliver_policy: consumer::DeliverPolicy::All,
+            inactive_threshold: std::time::Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .context("reading offline pushes")?;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .messages()
+        .await
+        .context("reading offline pushes")?;
+    let mut payloads = Vec::new();
+    let mut last = 0;
+    while let Some(message) = batch.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("reading offline pushes: {e}"))?;
+        if let Ok(info) = message.info() {
+            last = info.stream_sequence;
+        }
+        payloads.push(message.payload.clone());
+    }
+    if last > 0 {
+        // Only what was read: a push stored meanwhile stays for the next connect.
+        stream
+            .purge()
+            .filter(subject)
+            .sequence(last + 1)
+            .await
+            .context("removing delivered offline pushes")?;
+    }
+    Ok(payloads)
+}
+
+/// One batch of `payloads` in the encoding a connection asked for.
+pub fn encode(
+    payloads: &[Bytes],
+    protover: u16,
+    transport: Transport,
+    brotli_quality: u32,
+) -> Bytes {
+    let raw = batch::encode_messages(payloads.iter().map(|p| p.as_ref()));
+    let packets = match protover {
+        frame::version::BROTLI => batch::compressed_packet(
+            frame::version::BROTLI,
+            &batch::brotli_compress(&raw, brotli_quality),
+        ),
+        frame::version::ZLIB => batch::compressed_packet(
+            frame::version::ZLIB,
+            &batch::zlib_compress(&raw, batch::DEFAULT_ZLIB_LEVEL),
+        ),
+        _ => Bytes::from(raw),
+    };
+    match transport {
+        Transport::Tcp => packets,
+        Transport::WebSocket => transport.wrap(&packets),
+    }
+}
