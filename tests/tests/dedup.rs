@@ -1,0 +1,60 @@
+//! Publishing the same `Nats-Msg-Id` twice inside the push stream's duplicate window delivers
+//! once; a different id with the same payload is a different message.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use danmu_proto::subjects::{self, Priority, Scope};
+use danmu_tests::client::Transport;
+use danmu_tests::fabric::{self, Keys};
+use danmu_tests::room::{self, danmu, receive_sequences};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_msg_id_is_delivered_once() -> anyhow::Result<()> {
+    let server = danmu_tests::single().await?;
+    let url = server.client_url();
+    let keys = Keys::generate();
+    let _distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
+    let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
+    let mut member = room::join(
+        &keys,
+        Transport::WebSocket,
+        gateway.ws_addr.unwrap(),
+        3,
+        80,
+        3,
+    )
+    .await?;
+    let business = async_nats::connect(url.as_str()).await?;
+    room::warm_up(&business, 80, &mut [&mut member], Duration::from_secs(20)).await?;
+
+    let js = jetstream::new(business);
+    let subject = subjects::push(Priority::Low, &Scope::Room(80));
+    let mut duplicates = Vec::new();
+    for (id, n) in [
+        ("order-1", 1),
+        ("order-1", 1),
+        ("order-2", 2),
+        ("order-1", 1),
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, danmu(n))
+            .await?
+            .await?;
+        duplicates.push(ack.duplicate);
+    }
+    assert_eq!(
+        duplicates,
+        [false, true, false, true],
+        "JetStream saw the repeats"
+    );
+    assert_eq!(
+        receive_sequences(&mut member, 2, Duration::from_secs(20)).await?,
+        [1, 2]
+    );
+    member.expect_silence(Duration::from_millis(500)).await?;
+    Ok(())
+}
