@@ -5,6 +5,7 @@
 //! # Layout
 //! - `config`: the TOML configuration and its validation.
 //! - `window`: the adaptive aggregation window, plain state with an explicit clock.
+//! - `confirm`: live-delivery confirmations of user pushes (else stored offline), plain state.
 //! - `encode`: a closed batch to the `EdgeBatch` gateways receive (the one compression).
 //! - `streams`: push stream and consumer definitions.
 //! - `redelivery`: holds redelivered messages until they can leave in stream order.
@@ -13,6 +14,7 @@
 //! - `stats`: counters, as metrics and as atomics tests can read.
 
 pub mod config;
+mod confirm;
 pub mod encode;
 mod lag;
 mod redelivery;
@@ -66,6 +68,13 @@ pub async fn start(config: Config) -> anyhow::Result<Distributor> {
         if offline.is_some() && config.ensure_streams {
             streams::ensure_offline(&js, &config).await?;
         }
+        // Answers come back on a subject only this worker listens to.
+        let confirmations = offline.map(|offline| {
+            confirm::Confirmations::<worker::PendingMessage>::new(
+                format!("_DANMU_CONFIRM.{}", client.new_inbox().replace('.', "_")),
+                Duration::from_millis(offline.live_timeout_ms),
+            )
+        });
         let worker = worker::Worker {
             client,
             consumer: consumer.clone(),
@@ -74,7 +83,7 @@ pub async fn start(config: Config) -> anyhow::Result<Distributor> {
             stream: subjects::push_stream(&config.region, priority),
             config: worker_config.clone(),
             brotli_quality: config.brotli_quality,
-            offline,
+            confirmations,
             stats: stats.clone(),
         };
         tasks.spawn(worker.run(stop.clone()));

@@ -19,6 +19,7 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
+use crate::confirm::Confirmations;
 use crate::encode::{Pending, encode_batch};
 use crate::redelivery::Redeliveries;
 use crate::stats::Stats;
@@ -28,6 +29,8 @@ use crate::window::{Aggregator, Batch};
 const REDELIVERY_HOLD: Duration = Duration::from_millis(100);
 
 type Acker = jetstream::message::Acker;
+/// A message waiting in the pipeline, with what acknowledges it.
+pub type PendingMessage = Pending<Acker>;
 
 pub struct Worker {
     pub client: async_nats::Client,
@@ -37,14 +40,15 @@ pub struct Worker {
     pub stream: String,
     pub config: WorkerConfig,
     pub brotli_quality: u32,
-    /// Set for the high-priority worker when offline messages are on.
-    pub offline: Option<crate::config::OfflineConfig>,
+    /// Set for the high-priority worker when offline messages are on: user pushes wait for a
+    /// gateway's confirmation, or are stored for the user's next connect.
+    pub confirmations: Option<Confirmations<Pending<Acker>>>,
     pub stats: Arc<Stats>,
 }
 
 impl Worker {
     /// Runs until `shutdown` turns true, then flushes what is batched and returns.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut aggregator: Aggregator<Scope, Pending<Acker>> =
             Aggregator::new(self.config.window());
         // Pulls must expire well within the failover time, or the pin lapses between pulls
@@ -62,10 +66,23 @@ impl Worker {
             .context("starting the pull")?;
 
         let mut redeliveries = Redeliveries::new(REDELIVERY_HOLD);
+        let mut answers = match &self.confirmations {
+            Some(confirmations) => Some(
+                self.client
+                    .subscribe(confirmations.subscription())
+                    .await
+                    .context("subscribing to delivery confirmations")?,
+            ),
+            None => None,
+        };
 
         loop {
             let deadline = aggregator.next_deadline();
             let release = redeliveries.deadline();
+            let unanswered = self
+                .confirmations
+                .as_mut()
+                .and_then(Confirmations::deadline);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -76,6 +93,18 @@ impl Worker {
                 }
                 _ = sleep_until(release), if release.is_some() => {
                     self.aggregate(redeliveries.release(), &mut aggregator).await?;
+                }
+                Some(answer) = next_answer(&mut answers) => self.settle(answer).await?,
+                _ = sleep_until(unanswered), if unanswered.is_some() => {
+                    let timed_out = self
+                        .confirmations
+                        .as_mut()
+                        .map(|c| c.timed_out(Instant::now()))
+                        .unwrap_or_default();
+                    for (uid, messages) in timed_out {
+                        tracing::warn!(uid, "no gateway confirmed a user push in time: storing it");
+                        self.store_offline(uid, messages).await?;
+                    }
                 }
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
@@ -110,7 +139,7 @@ impl Worker {
 
     /// Adds messages to the aggregator in the given order, publishing batches that close.
     async fn aggregate(
-        &self,
+        &mut self,
         messages: impl IntoIterator<Item = (Scope, Pending<Acker>)>,
         aggregator: &mut Aggregator<Scope, Pending<Acker>>,
     ) -> anyhow::Result<()> {
@@ -158,7 +187,7 @@ impl Worker {
         Some(((scope, pending), redelivered))
     }
 
-    async fn publish(&self, batch: Batch<Scope, Pending<Acker>>) -> anyhow::Result<()> {
+    async fn publish(&mut self, batch: Batch<Scope, Pending<Acker>>) -> anyhow::Result<()> {
         let started = Instant::now();
         let priority = match self.priority {
             Priority::Low => internal::Priority::Low,
@@ -179,51 +208,56 @@ impl Worker {
         );
         let payload = Bytes::from(edge.encode_to_vec());
         let subject = subjects::edge(self.priority, &batch.target);
-        match (&self.offline, &batch.target) {
-            (Some(offline), Scope::User(uid)) => {
-                self.publish_or_store(subject, payload, *uid, &batch.messages, offline)
-                    .await?
-            }
-            _ => self
-                .client
-                .publish(subject, payload)
+        if let (Some(confirmations), Scope::User(uid)) = (&mut self.confirmations, &batch.target) {
+            // Acked once a gateway confirms, or once stored for the user's next connect.
+            let reply = confirmations.expect(*uid, batch.messages, Instant::now());
+            self.client
+                .publish_with_reply(subject, reply, payload)
                 .await
-                .context("publishing an edge batch")?,
+                .context("publishing an edge batch")?;
+            self.stats.batch_published(self.priority);
+            return Ok(());
         }
+        self.client
+            .publish(subject, payload)
+            .await
+            .context("publishing an edge batch")?;
         self.stats.batch_published(self.priority);
-        for message in &batch.messages {
+        self.ack_all(&batch.messages).await;
+        Ok(())
+    }
+
+    async fn ack_all(&self, messages: &[Pending<Acker>]) {
+        for message in messages {
             if message.ack.ack().await.is_err() {
                 self.stats.ack_error(self.priority);
             }
         }
-        Ok(())
+    }
+
+    /// A gateway confirmed a user push (acked), or NATS said nobody holds the user (stored).
+    async fn settle(&mut self, answer: async_nats::Message) -> anyhow::Result<()> {
+        let Some((uid, messages)) = self
+            .confirmations
+            .as_mut()
+            .and_then(|c| c.answered(answer.subject.as_str()))
+        else {
+            return Ok(());
+        };
+        if answer.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            self.store_offline(uid, messages).await
+        } else {
+            self.ack_all(&messages).await;
+            Ok(())
+        }
     }
 }
 
 impl Worker {
-    /// A user-scope high-priority batch is sent as a request: gateways holding the user answer
-    /// once they queued it. NATS answers "no responders" at once when no gateway holds the user
-    /// anywhere; then the messages wait in the offline stream for the user's next connect. A
-    /// timeout (a gateway too slow to answer) also stores them: a user may then see a push twice
-    /// rather than never.
-    async fn publish_or_store(
-        &self,
-        subject: String,
-        payload: Bytes,
-        uid: u64,
-        messages: &[Pending<Acker>],
-        offline: &crate::config::OfflineConfig,
-    ) -> anyhow::Result<()> {
-        let request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(Duration::from_millis(offline.live_timeout_ms)));
-        match self.client.send_request(subject, request).await {
-            Ok(_) => return Ok(()),
-            Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {}
-            Err(error) => tracing::warn!(%error, uid, "no live confirmation: storing the push"),
-        }
+    /// Stores a user's pushes in the offline stream for the next connect, then acks them.
+    async fn store_offline(&self, uid: u64, messages: Vec<Pending<Acker>>) -> anyhow::Result<()> {
         let js = async_nats::jetstream::new(self.client.clone());
-        for message in messages {
+        for message in &messages {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(
                 crate::PUBLISHED_HEADER,
@@ -236,7 +270,15 @@ impl Worker {
                 .context("storing an offline push")?;
         }
         self.stats.offline_stored(messages.len() as u64);
+        self.ack_all(&messages).await;
         Ok(())
+    }
+}
+
+async fn next_answer(answers: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match answers {
+        Some(answers) => answers.next().await,
+        None => std::future::pending().await,
     }
 }
 
