@@ -87,10 +87,22 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         .context("reading the token public key")?;
     let node_id = config.node_id();
     // One connection per priority: low-priority floods never queue ahead of high priority.
+    let stats = Arc::new(Stats::default());
     let connect = |label: &'static str| {
+        let stats = stats.clone();
         let options = async_nats::ConnectOptions::new()
             .name(format!("danmu-gateway {node_id} {label}"))
-            .retry_on_initial_connect();
+            .retry_on_initial_connect()
+            // A group task that cannot keep up loses whole batches in the client: the gateway
+            // itself is behind. Counted per priority (the batches' sizes are unknown by then).
+            .event_callback(move |event| {
+                let stats = stats.clone();
+                async move {
+                    if let async_nats::Event::SlowConsumer(_) = event {
+                        stats.gateway_behind(label);
+                    }
+                }
+            });
         let url = config.nats_url.clone();
         async move {
             options
@@ -101,7 +113,6 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     };
     let client = connect("hi").await?;
     let low_client = connect("lo").await?;
-    let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let limits = groups::DeliveryLimits {

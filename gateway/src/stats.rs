@@ -32,6 +32,8 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Low-priority messages not delivered to a member, for any reason (see metrics for why).
     pub shed_messages: AtomicU64,
+    /// Edge batches dropped because this gateway fell behind its NATS subscriptions.
+    pub batches_dropped_behind: AtomicU64,
     /// High reach: batches sent with a delivery id, acknowledged, sent again, given up on.
     pub reach_delivered: AtomicU64,
     pub reach_acked: AtomicU64,
@@ -136,6 +138,13 @@ impl Stats {
                 counter!("danmu_gateway_reach_total", "outcome" => outcome).increment(delta);
             }
         }
+    }
+
+    /// A NATS subscription overflowed: one edge batch lost before reaching its group.
+    pub(crate) fn gateway_behind(&self, priority: &'static str) {
+        self.batches_dropped_behind.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_batches_dropped_total", "reason" => "gateway_behind", "priority" => priority)
+            .increment(1);
     }
 
     /// Low-priority messages dropped for members, by reason.
