@@ -34,6 +34,8 @@ pub struct Identity {
     pub protover: u16,
     /// Opted in to high reach: high-priority batches carry delivery ids to acknowledge.
     pub ack: bool,
+    /// Rooms the token allows (`None`: any), checked again on a room change.
+    pub allowed_rooms: Option<Vec<u64>>,
 }
 
 /// Why a connection is closed. Each has a WebSocket close code and a metric label.
@@ -102,6 +104,8 @@ pub enum Action {
     HeartbeatReply,
     /// The client acknowledged a high-priority batch's delivery id.
     Ack(u32),
+    /// Move the connection from its room to this one (the reply is sent separately).
+    ChangeRoom(u64),
     /// Close, after writing what was queued before.
     Close(CloseReason),
 }
@@ -185,6 +189,7 @@ impl Session {
             )))),
             (Phase::Joined(_), op::HEARTBEAT) => out.push(Action::HeartbeatReply),
             (Phase::Joined(_), op::ACK) => out.push(Action::Ack(frame.seq)),
+            (Phase::Joined(_), op::ROOM_CHANGE) => self.change_room(&frame, out),
             (Phase::Joined(_), op::AUTH) => {
                 out.push(self.close(CloseReason::Protocol("second AUTH".into())))
             }
@@ -192,6 +197,45 @@ impl Session {
                 out.push(self.close(CloseReason::Protocol(format!("unknown operation {other}"))))
             }
         }
+    }
+
+    /// ROOM_CHANGE: `{"roomid":N}`, allowed by the same token. Answered with ROOM_CHANGE_REPLY
+    /// `{"code":C,"roomid":R}` (R is the room the connection is in afterwards), echoing the
+    /// request's sequence; a refused change keeps the current room.
+    fn change_room(&mut self, frame: &Frame, out: &mut Vec<Action>) {
+        let Phase::Joined(identity) = &mut self.phase else {
+            return;
+        };
+        #[derive(serde::Deserialize)]
+        struct RoomChange {
+            roomid: u64,
+        }
+        let code = match serde_json::from_slice::<RoomChange>(&frame.body) {
+            Err(_) => auth::code::BAD_REQUEST,
+            Ok(change)
+                if !identity
+                    .allowed_rooms
+                    .as_ref()
+                    .is_none_or(|r| r.contains(&change.roomid)) =>
+            {
+                auth::code::ROOM_NOT_ALLOWED
+            }
+            Ok(change) => {
+                if change.roomid != identity.room {
+                    identity.room = change.roomid;
+                    out.push(Action::ChangeRoom(change.roomid));
+                }
+                auth::code::OK
+            }
+        };
+        let body = serde_json::json!({"code": code, "roomid": identity.room}).to_string();
+        let reply = Frame::new(
+            frame::version::CONTROL,
+            op::ROOM_CHANGE_REPLY,
+            frame.seq,
+            body.into_bytes(),
+        );
+        out.push(Action::Send(reply.to_bytes()));
     }
 
     /// Marks the session closed and returns the close action.
@@ -252,6 +296,7 @@ fn check_auth(body: &[u8], now_unix: u64, verifier: &TokenVerifier) -> Result<Id
         room: request.roomid,
         protover,
         ack: request.ack,
+        allowed_rooms: claims.rooms,
     })
 }
 
@@ -327,6 +372,7 @@ mod tests {
                     room: 1001,
                     protover: 3,
                     ack: false,
+                    allowed_rooms: Some(vec![1001]),
                 })
             ]
         );
@@ -421,6 +467,37 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn room_changes_follow_the_token_and_are_answered() {
+        let keys = keys();
+        let t0 = Instant::now();
+        let mut session = Session::new(config(), t0);
+        let key = token(&keys, 5, Some(vec![1, 2]), NOW + 60);
+        feed(&mut session, &keys, auth_frame(5, 1, 3, &key), t0);
+        let change = |room: &str| {
+            Frame::new(
+                1,
+                op::ROOM_CHANGE,
+                9,
+                format!("{{\"roomid\":{room}}}").into_bytes(),
+            )
+        };
+        let reply = |code: i32, room: u64| {
+            let body = format!("{{\"code\":{code},\"roomid\":{room}}}");
+            Action::Send(Frame::new(1, op::ROOM_CHANGE_REPLY, 9, body.into_bytes()).to_bytes())
+        };
+        assert_eq!(
+            feed(&mut session, &keys, change("2"), t0),
+            [Action::ChangeRoom(2), reply(0, 2)]
+        );
+        assert_eq!(feed(&mut session, &keys, change("3"), t0), [reply(-103, 2)]);
+        assert_eq!(
+            feed(&mut session, &keys, change("\"x\""), t0),
+            [reply(-104, 2)]
+        );
+        assert_eq!(session.identity().unwrap().room, 2);
     }
 
     #[test]

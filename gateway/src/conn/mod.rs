@@ -318,6 +318,7 @@ impl Conn {
                         reach_reported: ReachCounts::default(),
                     });
                 }
+                Action::ChangeRoom(room) => self.change_room(room),
                 Action::Ack(id) => {
                     if let Some(reach) = self.joined.as_mut().and_then(|j| j.reach.as_mut()) {
                         reach.ack(id);
@@ -393,6 +394,17 @@ impl Conn {
                 Err(error) => tracing::warn!(%error, uid, "offline pushes"),
             }
         });
+    }
+
+    /// Leaves the current room's group and joins `room`'s; every other group stays.
+    fn change_room(&mut self, room: u64) {
+        let Some(joined) = &mut self.joined else {
+            return;
+        };
+        let groups = &self.shared.groups;
+        groups.leave(&joined.scopes[0], self.id);
+        joined.scopes[0] = Scope::Room(room);
+        joined.room = groups.join(Scope::Room(room), joined.member.clone());
     }
 
     /// Sends the retries that are due.
