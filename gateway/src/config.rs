@@ -40,6 +40,9 @@ pub struct Config {
     /// Largest decompressed batch accepted from NATS.
     pub max_batch_bytes: usize,
     pub close_linger_ms: u64,
+    /// On SIGTERM, connections leave over this period (each at its own moment), so their
+    /// reconnects do not all hit the other gateways at once.
+    pub drain_period_ms: u64,
     /// Connections this gateway is sized for: load = connections / capacity in node lists.
     pub capacity: u64,
     pub nodes_bucket: String,
@@ -72,6 +75,7 @@ impl Default for Config {
             reach_max_pending: 256,
             max_batch_bytes: 4 * 1024 * 1024,
             close_linger_ms: 1_000,
+            drain_period_ms: 10_000,
             capacity: 100_000,
             nodes_bucket: danmu_proto::subjects::NODES_BUCKET.into(),
             node_ttl_secs: 15,

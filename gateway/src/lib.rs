@@ -146,6 +146,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
                 max_pending: config.reach_max_pending,
             },
             close_linger: Duration::from_millis(config.close_linger_ms),
+            drain_period: Duration::from_millis(config.drain_period_ms),
         },
         stopped.clone(),
     );
@@ -239,8 +240,10 @@ impl Gateway {
             .map_or(0, |r| r.online())
     }
 
-    /// Stops accepting, closes every connection (WebSocket clients get a close frame), removes
-    /// the node from node lists and waits for connections to be gone (at most `grace`).
+    /// Drains: stops accepting, removes the node from node lists, and lets every connection
+    /// leave at its own moment within the drain period (clients that opted in get DRAIN first;
+    /// WebSocket clients get close code 1012); waits for connections to be gone (at most
+    /// `grace`).
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
@@ -263,7 +266,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let grace = Duration::from_millis(config.close_linger_ms * 2);
+    let grace = Duration::from_millis(config.drain_period_ms + config.close_linger_ms * 2);
     let gateway = start(listeners, config).await?;
     shutdown.await;
     gateway.shutdown(grace).await;

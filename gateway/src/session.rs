@@ -34,6 +34,8 @@ pub struct Identity {
     pub protover: u16,
     /// Opted in to high reach: high-priority batches carry delivery ids to acknowledge.
     pub ack: bool,
+    /// Opted in to DRAIN: told to reconnect elsewhere before a shutdown closes it.
+    pub drain: bool,
     /// Rooms the token allows (`None`: any), checked again on a room change.
     pub allowed_rooms: Option<Vec<u64>>,
 }
@@ -52,6 +54,8 @@ pub enum CloseReason {
     PeerClosed,
     SlowConsumer,
     Shutdown,
+    /// The gateway drains: reconnect elsewhere.
+    Drain,
 }
 
 impl CloseReason {
@@ -66,6 +70,7 @@ impl CloseReason {
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Drain => "drain",
         }
     }
 
@@ -80,6 +85,7 @@ impl CloseReason {
             CloseReason::PeerClosed => 1000,
             CloseReason::SlowConsumer => 1008,
             CloseReason::Shutdown => 1001,
+            CloseReason::Drain => 1012,
         }
     }
 
@@ -296,6 +302,7 @@ fn check_auth(body: &[u8], now_unix: u64, verifier: &TokenVerifier) -> Result<Id
         room: request.roomid,
         protover,
         ack: request.ack,
+        drain: request.drain,
         allowed_rooms: claims.rooms,
     })
 }
@@ -372,6 +379,7 @@ mod tests {
                     room: 1001,
                     protover: 3,
                     ack: false,
+                    drain: false,
                     allowed_rooms: Some(vec![1001]),
                 })
             ]

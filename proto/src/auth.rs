@@ -54,6 +54,10 @@ pub struct AuthRequest {
     /// gateway retries what is not acknowledged. Clients that never set it get nothing new.
     #[serde(default)]
     pub ack: bool,
+    /// Opts in to DRAIN (op 1001): when the gateway shuts down, the client is told to reconnect
+    /// elsewhere before its socket closes. Other clients are just closed (WebSocket code 1012).
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// The JSON body of AUTH_REPLY.

@@ -146,22 +146,26 @@ impl Client {
         protover: u16,
         key: &str,
     ) -> anyhow::Result<i32> {
-        self.auth_with(uid, room, protover, key, false).await
+        self.auth_with(uid, room, protover, key, serde_json::json!({}))
+            .await
     }
 
-    /// AUTH with the high-reach opt-in (`"ack": true`) when `ack` is set.
+    /// AUTH with extra fields merged into the body, e.g. `{"ack": true}` or `{"drain": true}`.
     pub async fn auth_with(
         &mut self,
         uid: u64,
         room: u64,
         protover: u16,
         key: &str,
-        ack: bool,
+        extra: serde_json::Value,
     ) -> anyhow::Result<i32> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "uid": uid, "roomid": room, "protover": protover, "platform": "web", "type": 2,
-            "key": key, "buvid": "test-buvid", "ack": ack,
+            "key": key, "buvid": "test-buvid",
         });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
         self.send(&Frame::new(1, op::AUTH, 1, serde_json::to_vec(&body)?))
             .await?;
         match self.next(Duration::from_secs(10)).await? {

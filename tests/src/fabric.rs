@@ -74,6 +74,7 @@ pub fn gateway_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_gatewa
         ws_listen: Some(([127, 0, 0, 1], 0).into()),
         tcp_listen: Some(([127, 0, 0, 1], 0).into()),
         report_interval_ms: 500,
+        drain_period_ms: 500,
         node_ttl_secs: 5,
         ..Default::default()
     }

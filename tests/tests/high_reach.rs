@@ -89,7 +89,12 @@ async fn lossy_clients_get_every_high_priority_message_once_through_retries() ->
     let uid = 1;
     let mut reliable = Client::connect(Transport::Tcp, gateway.tcp_addr.unwrap()).await?;
     let token = keys.token(uid, Some(vec![60]), Duration::from_secs(600));
-    assert_eq!(reliable.auth_with(uid, 60, 3, &token, true).await?, 0);
+    assert_eq!(
+        reliable
+            .auth_with(uid, 60, 3, &token, serde_json::json!({"ack": true}))
+            .await?,
+        0
+    );
     let seen = Arc::new(Mutex::new(Seen::default()));
     let reader = tokio::spawn(lossy_reader(reliable, seen.clone()));
     // Same user, no opt-in: it shares the user's subscription and warms the path up.

@@ -55,6 +55,8 @@ pub struct ConnLimits {
     pub reach: ReachConfig,
     /// How long a closing connection may take to flush its last frames.
     pub close_linger: Duration,
+    /// Departures on shutdown are spread over this period.
+    pub drain_period: Duration,
 }
 
 /// Most offline pushes handed to one connect (the stream keeps at most this many per user too).
@@ -68,6 +70,8 @@ struct Joined {
     member: Arc<Member>,
     room: Arc<Group>,
     scopes: Vec<Scope>,
+    /// Opted in to DRAIN.
+    drain: bool,
     /// High-reach bookkeeping, for clients that opted in.
     reach: Option<Reach>,
     /// Reach counts already added to the gateway's metrics.
@@ -182,6 +186,7 @@ impl Conn {
 
     async fn run(&mut self, stream: &TcpStream) -> CloseReason {
         let shutdown = self.shared.shutdown.clone();
+        let mut leave_at: Option<Instant> = None;
         loop {
             // Allocated only while a read or a tick is being handled, so an idle connection
             // holds neither.
@@ -198,9 +203,21 @@ impl Conn {
                 .and_then(|j| j.reach.as_ref())
                 .and_then(Reach::deadline);
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    let reason = CloseReason::Shutdown;
-                    return self.finish(stream, reason).await;
+                _ = shutdown.cancelled(), if leave_at.is_none() => {
+                    if self.joined.is_none() {
+                        return self.finish(stream, CloseReason::Shutdown).await;
+                    }
+                    // Each connection leaves at its own moment within the drain period; until
+                    // then it keeps receiving.
+                    let period = self.shared.limits.drain_period.as_millis() as u64;
+                    let offset = self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % period.max(1);
+                    leave_at = Some(Instant::now() + Duration::from_millis(offset));
+                }
+                _ = sleep_until(leave_at), if leave_at.is_some() => {
+                    if self.joined.as_ref().is_some_and(|j| j.drain) {
+                        self.writer.push(self.transport.wrap(&drain_frame()));
+                    }
+                    return self.finish(stream, CloseReason::Drain).await;
                 }
                 ready = stream.readable() => {
                     if ready.is_err() {
@@ -312,6 +329,7 @@ impl Conn {
                         member,
                         room,
                         scopes,
+                        drain: identity.drain,
                         reach: identity
                             .ack
                             .then(|| Reach::new(self.shared.limits.reach, self.transport)),
@@ -477,6 +495,12 @@ impl Conn {
             }
         }
     }
+}
+
+/// DRAIN (op 1001): reconnect to another node from control's list.
+fn drain_frame() -> Bytes {
+    let body = br#"{"reason":"shutdown","reconnect_after_ms":0}"#;
+    frame::Frame::new(frame::version::CONTROL, frame::op::DRAIN, 1, &body[..]).to_bytes()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -18,6 +18,7 @@ fn parses_the_spec_example() {
             key: "<token>".into(),
             buvid: "...".into(),
             ack: false,
+            drain: false,
         }
     );
     assert_eq!(req.message_version(), Some(version::BROTLI));

@@ -745,6 +745,7 @@ async fn print_sizes() -> anyhow::Result<()> {
                 max_pending: defaults.reach_max_pending,
             },
             close_linger: Duration::from_millis(defaults.close_linger_ms),
+            drain_period: Duration::from_millis(defaults.drain_period_ms),
         },
         tokio_util::sync::CancellationToken::new(),
     ));
