@@ -108,3 +108,70 @@ fn rand_suffix() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     std::process::id() * 1000 + NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// One region on one real nats-server: keys, a distributor, a gateway and a business
+/// connection, the set most integration tests start from.
+pub struct SingleRegion {
+    pub server: crate::NatsServer,
+    pub keys: Keys,
+    pub distributor: danmu_distributor::Distributor,
+    pub gateway: danmu_gateway::Gateway,
+    pub business: async_nats::Client,
+}
+
+impl SingleRegion {
+    pub async fn start() -> anyhow::Result<SingleRegion> {
+        Self::start_with(|_, _| {}).await
+    }
+
+    /// Starts with the test defaults adjusted by `configure`.
+    pub async fn start_with(
+        configure: impl FnOnce(&mut danmu_distributor::Config, &mut danmu_gateway::Config),
+    ) -> anyhow::Result<SingleRegion> {
+        let server = crate::single().await?;
+        let url = server.client_url();
+        let keys = Keys::generate();
+        let mut distributor = distributor_config(&url, "A");
+        let mut gateway = gateway_config(&url, "A", &keys);
+        configure(&mut distributor, &mut gateway);
+        Ok(SingleRegion {
+            distributor: danmu_distributor::start(distributor).await?,
+            gateway: start_gateway(gateway).await?,
+            business: async_nats::connect(url.as_str()).await?,
+            server,
+            keys,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.server.client_url()
+    }
+
+    /// The gateway's address for `transport`.
+    pub fn addr(&self, transport: crate::client::Transport) -> std::net::SocketAddr {
+        match transport {
+            crate::client::Transport::WebSocket => self.gateway.ws_addr,
+            crate::client::Transport::Tcp => self.gateway.tcp_addr,
+        }
+        .expect("the test gateway listens on both transports")
+    }
+
+    /// A client authenticated into `room` (see [`crate::room::join`]).
+    pub async fn join(
+        &self,
+        transport: crate::client::Transport,
+        uid: u64,
+        room: u64,
+        protover: u16,
+    ) -> anyhow::Result<crate::client::Client> {
+        crate::room::join(
+            &self.keys,
+            transport,
+            self.addr(transport),
+            uid,
+            room,
+            protover,
+        )
+        .await
+    }
+}

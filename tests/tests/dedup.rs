@@ -7,29 +7,16 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use danmu_proto::subjects::{self, Priority, Scope};
 use danmu_tests::client::Transport;
-use danmu_tests::fabric::{self, Keys};
+use danmu_tests::fabric::SingleRegion;
 use danmu_tests::room::{self, danmu, receive_sequences};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_msg_id_is_delivered_once() -> anyhow::Result<()> {
-    let server = danmu_tests::single().await?;
-    let url = server.client_url();
-    let keys = Keys::generate();
-    let _distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
-    let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
-    let mut member = room::join(
-        &keys,
-        Transport::WebSocket,
-        gateway.ws_addr.unwrap(),
-        3,
-        80,
-        3,
-    )
-    .await?;
-    let business = async_nats::connect(url.as_str()).await?;
-    room::warm_up(&business, 80, &mut [&mut member], Duration::from_secs(20)).await?;
+    let f = SingleRegion::start().await?;
+    let mut member = f.join(Transport::WebSocket, 3, 80, 3).await?;
+    room::warm_up(&f.business, 80, &mut [&mut member], Duration::from_secs(20)).await?;
 
-    let js = jetstream::new(business);
+    let js = jetstream::new(f.business.clone());
     let subject = subjects::push(Priority::Low, &Scope::Room(80));
     let mut duplicates = Vec::new();
     for (id, n) in [

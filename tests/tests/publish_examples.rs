@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use danmu_tests::client::Transport;
-use danmu_tests::fabric::{self, Keys};
+use danmu_tests::fabric::SingleRegion;
 use danmu_tests::room;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -18,22 +18,10 @@ fn text_of(payload: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_and_rust_examples_reach_the_room_once() -> anyhow::Result<()> {
-    let server = danmu_tests::single().await?;
-    let url = server.client_url();
-    let keys = Keys::generate();
-    let _distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
-    let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
-    let mut member = room::join(
-        &keys,
-        Transport::WebSocket,
-        gateway.ws_addr.unwrap(),
-        5,
-        1001,
-        3,
-    )
-    .await?;
-    let business = async_nats::connect(url.as_str()).await?;
-    room::warm_up(&business, 1001, &mut [&mut member], WAIT).await?;
+    let f = SingleRegion::start().await?;
+    let url = f.url();
+    let mut member = f.join(Transport::WebSocket, 5, 1001, 3).await?;
+    room::warm_up(&f.business, 1001, &mut [&mut member], WAIT).await?;
 
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     // The same text gives the same Nats-Msg-Id, so the second run is a duplicate.

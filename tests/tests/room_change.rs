@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use danmu_proto::frame::{Frame, op};
 use danmu_tests::client::{Client, Event, Transport};
-use danmu_tests::fabric::{self, Keys};
+use danmu_tests::fabric::SingleRegion;
 use danmu_tests::room::{self, danmu, receive_sequences};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -31,18 +31,13 @@ async fn change_room(client: &mut Client, room: u64) -> anyhow::Result<serde_jso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_changes_rooms_within_its_token() -> anyhow::Result<()> {
-    let server = danmu_tests::single().await?;
-    let url = server.client_url();
-    let keys = Keys::generate();
-    let _distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
-    let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
-    let business = async_nats::connect(url.as_str()).await?;
-
+    let f = SingleRegion::start().await?;
+    let (keys, gateway, business) = (&f.keys, &f.gateway, &f.business);
     let mut mover = Client::connect(Transport::WebSocket, gateway.ws_addr.unwrap()).await?;
     let token = keys.token(4, Some(vec![1, 2]), Duration::from_secs(600));
     assert_eq!(mover.auth(4, 1, 3, &token).await?, 0);
-    let mut stayer = room::join(&keys, Transport::Tcp, gateway.tcp_addr.unwrap(), 5, 1, 3).await?;
-    room::warm_up(&business, 1, &mut [&mut mover, &mut stayer], WAIT).await?;
+    let mut stayer = f.join(Transport::Tcp, 5, 1, 3).await?;
+    room::warm_up(business, 1, &mut [&mut mover, &mut stayer], WAIT).await?;
 
     assert_eq!(
         change_room(&mut mover, 2).await?,
@@ -51,17 +46,17 @@ async fn a_connection_changes_rooms_within_its_token() -> anyhow::Result<()> {
     assert_eq!(gateway.online(1), 1);
     assert_eq!(gateway.online(2), 1);
     assert_eq!(mover.heartbeat().await?, 1, "online count of the new room");
-    room::warm_up(&business, 2, &mut [&mut mover], WAIT).await?;
+    room::warm_up(business, 2, &mut [&mut mover], WAIT).await?;
 
-    room::publish(&business, 1, danmu(10)).await?;
-    room::publish(&business, 2, danmu(20)).await?;
+    room::publish(business, 1, danmu(10)).await?;
+    room::publish(business, 2, danmu(20)).await?;
     assert_eq!(receive_sequences(&mut mover, 1, WAIT).await?, [20]);
     assert_eq!(receive_sequences(&mut stayer, 1, WAIT).await?, [10]);
 
     // Room 3 is not in the token: refused, and the connection stays in room 2.
     let refused = change_room(&mut mover, 3).await?;
     assert_eq!(refused, serde_json::json!({"code": -103, "roomid": 2}));
-    room::publish(&business, 2, danmu(21)).await?;
+    room::publish(business, 2, danmu(21)).await?;
     assert_eq!(receive_sequences(&mut mover, 1, WAIT).await?, [21]);
     mover.expect_silence(Duration::from_millis(300)).await?;
     Ok(())
