@@ -12,14 +12,16 @@ use danmu_tests::eventually;
 use danmu_tests::fabric::Keys;
 use danmu_tests::ports::free_port;
 
-/// The gateway binary next to this test's binary (`cargo test` builds the workspace's bins).
+/// The gateway binary next to this test's binary; `scripts/test` builds every bin before testing.
 fn gateway_binary() -> anyhow::Result<std::path::PathBuf> {
     std::env::current_exe()?
         .parent()
         .and_then(|deps| deps.parent())
         .map(|profile| profile.join("danmu-gateway"))
         .filter(|path| path.exists())
-        .ok_or_else(|| anyhow::anyhow!("build it first: cargo build -p danmu-gateway"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("build it first: cargo build -p danmu-gateway (scripts/test does)")
+        })
 }
 
 /// Reads until the close; returns whether DRAIN came first, and the close code.
