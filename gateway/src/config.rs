@@ -50,6 +50,8 @@ pub struct Config {
     pub report_interval_ms: u64,
     pub brotli_quality: u32,
     pub metrics_listen: Option<SocketAddr>,
+    /// Upstream danmu: limits, deny lists, word filter, demo echo (`[upstream]`).
+    pub upstream: crate::upstream::UpstreamConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             report_interval_ms: 3_000,
             brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
             metrics_listen: None,
+            upstream: Default::default(),
         }
     }
 }
@@ -200,7 +203,7 @@ impl Config {
         if self.capacity == 0 {
             return invalid("capacity", "must be at least 1");
         }
-        Ok(())
+        self.upstream.validate()
     }
 
     /// The public key, read from the file if given by path.

@@ -15,6 +15,7 @@
 //! - `nats_edge`: group subscriptions on NATS, one connection per priority.
 //! - `report`: health reports into the nodes KV bucket.
 //! - `stats`: counters, as metrics and as atomics tests can read.
+//! - `upstream`: viewers' danmu sent upstream: rate limits, deny lists, word filter, publishing.
 
 pub mod config;
 pub mod conn;
@@ -27,6 +28,7 @@ pub mod reach;
 mod report;
 pub mod session;
 pub mod stats;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -119,6 +121,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         max_raw_batch: config.max_batch_bytes,
         brotli_quality: config.brotli_quality,
     };
+    let upstream_nats = low_client.clone();
     let edge_source = nats_edge::NatsEdge {
         high: client.clone(),
         low: low_client,
@@ -152,6 +155,18 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     );
     shared.offline = Some(async_nats::jetstream::new(client.clone()));
     shared.brotli_quality = config.brotli_quality;
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    shared.upstream = Some(upstream::Upstream::start(
+        &config.upstream,
+        &node_id,
+        &config.region,
+        upstream_nats,
+        stats.clone(),
+        started_unix_ms,
+    )?);
     let shared = Arc::new(shared);
 
     let ws_addr = listeners.ws.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -218,8 +233,8 @@ async fn accept_loop(
         tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    tokio::spawn(conn::serve(stream, transport, shared.clone()));
+                Ok((stream, peer)) => {
+                    tokio::spawn(conn::serve(stream, peer, transport, shared.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors, mostly: back off instead of spinning.

@@ -56,6 +56,8 @@ pub enum CloseReason {
     Shutdown,
     /// The gateway drains: reconnect elsewhere.
     Drain,
+    /// Kept sending upstream danmu while rate limited.
+    Flood,
 }
 
 impl CloseReason {
@@ -71,6 +73,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Drain => "drain",
+            CloseReason::Flood => "flood",
         }
     }
 
@@ -86,6 +89,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => 1008,
             CloseReason::Shutdown => 1001,
             CloseReason::Drain => 1012,
+            CloseReason::Flood => 1008,
         }
     }
 
@@ -112,6 +116,9 @@ pub enum Action {
     Ack(u32),
     /// Move the connection from its room to this one (the reply is sent separately).
     ChangeRoom(u64),
+    /// An upstream danmu from the connection in `room` (the IO layer decides and replies, see
+    /// `crate::upstream`); `seq` is echoed in the reply.
+    Upstream { seq: u32, room: u64, body: Bytes },
     /// Close, after writing what was queued before.
     Close(CloseReason),
 }
@@ -196,6 +203,11 @@ impl Session {
             (Phase::Joined(_), op::HEARTBEAT) => out.push(Action::HeartbeatReply),
             (Phase::Joined(_), op::ACK) => out.push(Action::Ack(frame.seq)),
             (Phase::Joined(_), op::ROOM_CHANGE) => self.change_room(&frame, out),
+            (Phase::Joined(identity), op::UPSTREAM) => out.push(Action::Upstream {
+                seq: frame.seq,
+                room: identity.room,
+                body: frame.body,
+            }),
             (Phase::Joined(_), op::AUTH) => {
                 out.push(self.close(CloseReason::Protocol("second AUTH".into())))
             }
@@ -506,6 +518,41 @@ mod tests {
             [reply(-104, 2)]
         );
         assert_eq!(session.identity().unwrap().room, 2);
+    }
+
+    #[test]
+    fn upstream_is_handed_on_after_auth_and_a_protocol_error_before() {
+        let keys = keys();
+        let t0 = Instant::now();
+        let upstream = || Frame::new(1, op::UPSTREAM, 7, &br#"{"msg":"hi"}"#[..]);
+        let mut session = Session::new(config(), t0);
+        assert!(matches!(
+            &feed(&mut session, &keys, upstream(), t0)[..],
+            [Action::Close(CloseReason::Protocol(_))]
+        ));
+
+        let mut session = Session::new(config(), t0);
+        let key = token(&keys, 3, None, NOW + 60);
+        feed(&mut session, &keys, auth_frame(3, 5, 3, &key), t0);
+        // Even a body that is not JSON: the upstream path answers it, the session never closes.
+        let not_json = Frame::new(1, op::UPSTREAM, 8, &b"{msg"[..]);
+        assert_eq!(
+            feed(&mut session, &keys, not_json, t0),
+            [Action::Upstream {
+                seq: 8,
+                room: 5,
+                body: Bytes::from_static(b"{msg")
+            }]
+        );
+        assert!(matches!(
+            &feed(&mut session, &keys, upstream(), t0)[..],
+            [Action::Upstream {
+                seq: 7,
+                room: 5,
+                ..
+            }]
+        ));
+        assert!(!session.is_closed());
     }
 
     #[test]

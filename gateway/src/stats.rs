@@ -39,6 +39,8 @@ pub struct Stats {
     pub reach_acked: AtomicU64,
     pub reach_retried: AtomicU64,
     pub reach_expired: AtomicU64,
+    /// Upstream danmu by result (`danmu_gateway_upstream_total{result}`).
+    pub upstream: crate::upstream::UpstreamStats,
 }
 
 pub fn get(counter: &AtomicU64) -> u64 {

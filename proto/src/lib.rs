@@ -11,6 +11,8 @@
 //! - [`subjects`]: NATS subject and stream names, the contract between business, distributors
 //!   and gateways (`docs/architecture.md` explains them).
 //! - [`auth`]: the AUTH JSON body and the AUTH_REPLY codes.
+//! - [`upstream`]: the UPSTREAM body a viewer sends, the UPSTREAM_REPLY codes, and the JSON
+//!   gateways publish for business.
 //! - [`token`]: Ed25519-signed JWTs: control issues them, gateways verify them locally.
 //! - [`websocket`]: RFC 6455 handshake and framing for both roles, so the gateway can frame a
 //!   batch once and write the same bytes to every member.
@@ -27,6 +29,7 @@ pub mod batch;
 pub mod frame;
 pub mod subjects;
 pub mod token;
+pub mod upstream;
 pub mod websocket;
 
 /// Messages between danmu services, generated from `proto/danmu/internal.proto`.

@@ -5,6 +5,7 @@
 //! business publishes   danmu.push.<prio>.<scope>.<target>        (any region, core or JetStream)
 //! cluster mapping  ->  danmu.in.<region>.<prio>.<scope>.<target>  (captured by PUSH_<PRIO>_<REGION>)
 //! distributor      ->  danmu.edge.<prio>.<scope>.<target>         (core NATS, EdgeBatch)
+//! gateway          ->  danmu.upstream.<room>                      (core NATS, viewers' danmu)
 //! ```
 //!
 //! Each region's NATS cluster maps the business subject onto its own region's ingest subjects,
@@ -28,6 +29,17 @@ pub const OFFLINE_FILTER: &str = "danmu.offline.user.*";
 /// `danmu.offline.user.<uid>`: where an offline user's pushes wait for the next connect.
 pub fn offline(uid: u64) -> String {
     format!("danmu.offline.user.{uid}")
+}
+
+/// Prefix of the subjects gateways publish viewers' accepted danmu on, for business.
+pub const UPSTREAM_PREFIX: &str = "danmu.upstream";
+/// What a business consumer of every room's upstream danmu subscribes to.
+pub const UPSTREAM_FILTER: &str = "danmu.upstream.>";
+
+/// `danmu.upstream.<room>`: a viewer's danmu that passed the gateway's moderation (JSON, see
+/// `crate::upstream::UpstreamDanmu`).
+pub fn upstream(room: u64) -> String {
+    format!("{UPSTREAM_PREFIX}.{room}")
 }
 
 /// Default JetStream KV bucket gateways report their health into.
@@ -231,6 +243,7 @@ mod tests {
         assert_eq!(edge(Priority::High, &Scope::All), "danmu.edge.hi.all._");
         assert_eq!(ingest_filter("B", Priority::Low), "danmu.in.B.lo.>");
         assert_eq!(push_stream("a", Priority::Low), "PUSH_LO_A");
+        assert_eq!(upstream(1001), "danmu.upstream.1001");
     }
 
     #[test]

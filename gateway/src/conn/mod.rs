@@ -8,6 +8,7 @@
 mod inbound;
 mod writer;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,6 +43,8 @@ pub struct Shared {
     /// Where offline pushes wait; none disables their delivery on connect.
     pub offline: Option<async_nats::jetstream::Context>,
     pub brotli_quality: u32,
+    /// Upstream danmu; none answers every UPSTREAM as disabled.
+    pub upstream: Option<crate::upstream::Upstream>,
     next_id: AtomicU64,
 }
 
@@ -98,13 +101,14 @@ impl Shared {
             shutdown,
             offline: None,
             brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
+            upstream: None,
             next_id: AtomicU64::new(1),
         }
     }
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve(stream: TcpStream, transport: Transport, shared: Arc<Shared>) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, transport: Transport, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     if let Some(bytes) = shared.limits.socket_send_buffer {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
@@ -114,6 +118,7 @@ pub async fn serve(stream: TcpStream, transport: Transport, shared: Arc<Shared>)
     let mut conn = Conn {
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         transport,
+        peer: peer.ip(),
         session: Session::new(shared.session, Instant::now()),
         inbound: Inbound::new(
             transport,
@@ -137,6 +142,8 @@ pub async fn serve(stream: TcpStream, transport: Transport, shared: Arc<Shared>)
 struct Conn {
     id: u64,
     transport: Transport,
+    /// For the upstream IP deny list.
+    peer: IpAddr,
     session: Session,
     inbound: Inbound,
     writer: Writer,
@@ -337,6 +344,11 @@ impl Conn {
                     });
                 }
                 Action::ChangeRoom(room) => self.change_room(room),
+                Action::Upstream { seq, room, body } => {
+                    if let Some(reason) = self.upstream(seq, room, &body) {
+                        close.get_or_insert(reason);
+                    }
+                }
                 Action::Ack(id) => {
                     if let Some(reach) = self.joined.as_mut().and_then(|j| j.reach.as_mut()) {
                         reach.ack(id);
@@ -412,6 +424,28 @@ impl Conn {
                 Err(error) => tracing::warn!(%error, uid, "offline pushes"),
             }
         });
+    }
+
+    /// Decides on an upstream danmu and queues the reply; a flood closes.
+    fn upstream(&mut self, seq: u32, room: u64, body: &[u8]) -> Option<CloseReason> {
+        let identity = self.session.identity()?;
+        let now_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let sender = crate::upstream::Sender {
+            uid: identity.uid,
+            device: &identity.device,
+            room,
+            ip: self.peer,
+            now: Instant::now(),
+            now_unix_ms,
+        };
+        let shared = &self.shared;
+        let handled =
+            crate::upstream::handle(shared.upstream.as_ref(), &shared.stats, &sender, seq, body);
+        self.writer.push(self.transport.wrap(&handled.reply));
+        handled.close
     }
 
     /// Leaves the current room's group and joins `room`'s; every other group stays.

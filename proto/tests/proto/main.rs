@@ -1,9 +1,10 @@
-//! One test binary for the whole crate (one link instead of six).
+//! One test binary for the whole crate (one link instead of seven).
 
 mod auth;
 mod batch;
 mod frame;
 mod token;
+mod upstream;
 mod ws_frames;
 mod ws_handshake;
 

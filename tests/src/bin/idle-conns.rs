@@ -755,7 +755,8 @@ async fn print_sizes() -> anyhow::Result<()> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let outbound = danmu_gateway::outbound::Outbound::new(defaults.outbound_queue_bytes);
     // Futures built, never polled: their sizes are what a task stores.
-    let serve = conn::serve(stream, danmu_gateway::edge::Transport::Tcp, shared);
+    let peer = stream.peer_addr()?;
+    let serve = conn::serve(stream, peer, danmu_gateway::edge::Transport::Tcp, shared);
     let (readable, writable) = (other.readable(), other.writable());
     let (cancelled, ready) = (cancel.cancelled(), outbound.ready());
     let rows = [
