@@ -54,7 +54,17 @@ impl Client {
         addr: SocketAddr,
         path: &str,
     ) -> anyhow::Result<Client> {
-        Self::connect_with(transport, addr, path, None).await
+        Self::connect_with(transport, addr, path, None, None).await
+    }
+
+    /// Like [`Client::connect`], from another local address, e.g. `127.0.0.2` (any `127/8`
+    /// address is loopback): what the gateway sees as this client's IP.
+    pub async fn connect_from(
+        transport: Transport,
+        addr: SocketAddr,
+        local: std::net::IpAddr,
+    ) -> anyhow::Result<Client> {
+        Self::connect_with(transport, addr, "/sub", None, Some(local)).await
     }
 
     /// A client with a small kernel receive buffer: one that stops reading backs the gateway up
@@ -64,7 +74,7 @@ impl Client {
         addr: SocketAddr,
         receive_buffer: u32,
     ) -> anyhow::Result<Client> {
-        Self::connect_with(transport, addr, "/sub", Some(receive_buffer)).await
+        Self::connect_with(transport, addr, "/sub", Some(receive_buffer), None).await
     }
 
     async fn connect_with(
@@ -72,10 +82,16 @@ impl Client {
         addr: SocketAddr,
         path: &str,
         receive_buffer: Option<u32>,
+        local: Option<std::net::IpAddr>,
     ) -> anyhow::Result<Client> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         if let Some(bytes) = receive_buffer {
             socket.set_recv_buffer_size(bytes)?;
+        }
+        if let Some(ip) = local {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .with_context(|| format!("binding {ip}"))?;
         }
         let mut stream: TcpStream = socket
             .connect(addr)
