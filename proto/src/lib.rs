@@ -10,6 +10,7 @@
 //!   and their unpacking as a client does it.
 //! - [`subjects`]: NATS subject and stream names, the contract between business, distributors
 //!   and gateways (`docs/architecture.md` explains them).
+//! - [`presence`]: enter/exit events and the online-count query, JSON for business.
 //! - [`auth`]: the AUTH JSON body and the AUTH_REPLY codes.
 //! - [`token`]: Ed25519-signed JWTs: control issues them, gateways verify them locally.
 //! - [`websocket`]: RFC 6455 handshake and framing for both roles, so the gateway can frame a
@@ -25,6 +26,7 @@
 pub mod auth;
 pub mod batch;
 pub mod frame;
+pub mod presence;
 pub mod subjects;
 pub mod token;
 pub mod websocket;
