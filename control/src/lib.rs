@@ -12,6 +12,8 @@
 //!   CIDR table, default), ordering, routing rules. No IO, `now` passed in.
 //! - [`nodes`]: `GET /v1/nodes`, the HTTP face of [`routing`].
 //! - [`node_table`]: the task that mirrors the KV bucket into the shared node table.
+//! - [`presence`]: online counts summed across gateways and regions, the online query over
+//!   NATS, and exits for the connections of gateways that died (when `region` is set).
 //! - [`metrics`]: metric names and the request-duration middleware.
 //! - [`error`]: errors as `{"error": "..."}` JSON.
 //!
@@ -24,6 +26,7 @@ pub mod keys;
 pub mod metrics;
 pub mod node_table;
 pub mod nodes;
+pub mod presence;
 pub mod routing;
 pub mod tokens;
 
@@ -163,11 +166,28 @@ pub async fn run(
         .connect(servers)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let kv = node_table::ensure_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
 
     let nodes = SharedNodes::new(config.node_ttl);
     let watcher = tokio::spawn(node_table::watch(kv, nodes.clone()));
+    let presence = match &config.region {
+        Some(region) => Some(
+            presence::start(
+                client,
+                nodes.clone(),
+                presence::Settings {
+                    region: region.clone(),
+                    publish_interval: config.online_publish_interval,
+                    top_rooms: config.top_rooms,
+                    max_age: config.presence_max_age,
+                    node_ttl: config.node_ttl,
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let known_regions = config
         .regions
         .iter()
@@ -191,6 +211,7 @@ pub async fn run(
     .await;
     watcher.abort();
     gauges.abort();
+    drop(presence);
     served.context("serving HTTP")?;
     info!("control stopped");
     Ok(())

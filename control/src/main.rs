@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use danmu_control::{Config, metrics};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +35,9 @@ enum Command {
     },
 }
 
+/// Gauges are refreshed every second or so; one untouched this long is gone.
+const GAUGE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9102);
 
@@ -56,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
         .with_http_listener(metrics_listen)
         // Without buckets the exporter renders histograms as summaries.
         .set_buckets(metrics::HTTP_DURATION_BUCKETS)?
+        // Gauges not set for a while go: rooms that left the top-rooms metric, regions gone.
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install()
         .with_context(|| format!("starting the metrics listener on {metrics_listen}"))?;
 

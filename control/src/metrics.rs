@@ -23,6 +23,17 @@ pub const NODE_REPORTS_INVALID: &str = "danmu_control_node_reports_invalid_total
 /// Times the KV watch had to be re-established.
 pub const NODE_WATCH_RESTARTS: &str = "danmu_control_node_watch_restarts_total";
 
+/// Connections in every room of every gateway, from the summed online reports.
+pub const ONLINE_CONNECTIONS: &str = "danmu_control_online_connections";
+/// Gateways whose online reports are in the sums.
+pub const ONLINE_GATEWAYS: &str = "danmu_control_online_gateways";
+/// Label `room`: members of the most populated rooms only (`top_rooms`), bounded cardinality.
+pub const ROOM_ONLINE: &str = "danmu_control_room_online";
+/// Connections the sweeper knows to be open on this region's gateways.
+pub const PRESENCE_LIVE_CONNECTIONS: &str = "danmu_control_presence_live_connections";
+/// Exits emitted for connections of gateways that died.
+pub const PRESENCE_EXITS_EMITTED: &str = "danmu_control_presence_lost_exits_total";
+
 /// Histogram buckets for `HTTP_REQUEST_DURATION`, in seconds.
 pub const HTTP_DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -37,6 +48,20 @@ pub fn describe() {
     );
     describe_counter!(NODE_LIST_REQUESTS, "Node list requests, by client region.");
     describe_gauge!(NODES, "Healthy (fresh, not draining) gateways, by region.");
+    describe_gauge!(
+        ONLINE_CONNECTIONS,
+        "Connections in rooms, summed over every gateway of every region."
+    );
+    describe_gauge!(ONLINE_GATEWAYS, "Gateways whose online reports are summed.");
+    describe_gauge!(ROOM_ONLINE, "Members of the most populated rooms, by room.");
+    describe_gauge!(
+        PRESENCE_LIVE_CONNECTIONS,
+        "Connections open on this region's gateways, as the enter/exit events tell."
+    );
+    describe_counter!(
+        PRESENCE_EXITS_EMITTED,
+        "Exit events emitted for connections of gateways that stopped reporting."
+    );
     describe_histogram!(
         HTTP_REQUEST_DURATION,
         Unit::Seconds,

@@ -27,6 +27,9 @@ pub struct Config {
     pub max_handshake_bytes: usize,
     /// Per-connection outbound bound; a reader that falls this far behind is cut off.
     pub outbound_queue_bytes: usize,
+    /// A client whose socket accepts nothing for this long while data waits is cut off
+    /// (`slow_consumer`), even while shedding low priority keeps its queue within bounds.
+    pub write_stall_timeout_ms: u64,
     /// Kernel send buffer per client socket (SO_SNDBUF); unset leaves the kernel's autotuning.
     /// Bounding it bounds kernel memory per connection and makes a slow reader show in the
     /// outbound queue (where low priority is shed first) instead of in megabytes of kernel buffer.
@@ -49,6 +52,11 @@ pub struct Config {
     pub node_ttl_secs: u64,
     pub report_interval_ms: u64,
     pub brotli_quality: u32,
+    /// Publish enter/exit events on `danmu.presence.<region>.<enter|exit>.<room>`.
+    pub presence_events: bool,
+    /// How often this gateway's per-room counts go to control for summing; HEARTBEAT_REPLY
+    /// shows sums at most about two of these old (docs/architecture.md, "Presence").
+    pub online_report_ms: u64,
     pub metrics_listen: Option<SocketAddr>,
     /// Upstream danmu: limits, deny lists, word filter, demo echo (`[upstream]`).
     pub upstream: crate::upstream::UpstreamConfig,
@@ -71,6 +79,7 @@ impl Default for Config {
             max_ws_message_bytes: 16 * 1024,
             max_handshake_bytes: 8 * 1024,
             outbound_queue_bytes: 1024 * 1024,
+            write_stall_timeout_ms: 10_000,
             socket_send_buffer_bytes: None,
             reach_retry_ms: 1_000,
             reach_max_retries: 3,
@@ -83,6 +92,8 @@ impl Default for Config {
             node_ttl_secs: 15,
             report_interval_ms: 3_000,
             brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
+            presence_events: true,
+            online_report_ms: 1_000,
             metrics_listen: None,
             upstream: Default::default(),
         }
@@ -200,6 +211,12 @@ impl Config {
                 "reach_retry_ms must be at least 10 and reach_max_pending at least 1",
             );
         }
+        if self.write_stall_timeout_ms < 100 {
+            return invalid("write_stall_timeout_ms", "must be at least 100");
+        }
+        if self.online_report_ms < 100 {
+            return invalid("online_report_ms", "must be at least 100");
+        }
         if self.capacity == 0 {
             return invalid("capacity", "must be at least 1");
         }
@@ -233,6 +250,15 @@ impl Config {
 
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    pub fn online_report_interval(&self) -> Duration {
+        Duration::from_millis(self.online_report_ms)
+    }
+
+    /// Control's totals older than this are ignored: a few missed aggregation rounds.
+    pub fn online_totals_max_age(&self) -> Duration {
+        Duration::from_millis(self.online_report_ms * 5)
     }
 
     pub fn heartbeat_timeout(&self) -> Duration {

@@ -106,8 +106,8 @@ impl Group {
                     }
                     Push::Shed { shed: dropped } => shed += u64::from(dropped),
                     Push::Overflow { shed: dropped } => {
+                        // The connection closes itself as a slow consumer, counted there.
                         shed += u64::from(dropped);
-                        stats.slow_consumer();
                     }
                     Push::Closed => {}
                 }
@@ -184,6 +184,26 @@ impl Groups {
             }
             groups.remove(scope);
         }
+    }
+
+    /// Every room with local members and how many: what the online report carries.
+    pub fn room_counts(&self) -> Vec<(u64, u32)> {
+        let rooms: Vec<(u64, Arc<Group>)> = {
+            let groups = self.groups.lock().expect("groups lock");
+            groups
+                .iter()
+                .filter_map(|(scope, group)| match scope {
+                    Scope::Room(room) => Some((*room, group.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Counted outside the registry lock: joins and leaves elsewhere go on meanwhile.
+        rooms
+            .into_iter()
+            .map(|(room, group)| (room, group.online()))
+            .filter(|&(_, count)| count > 0)
+            .collect()
     }
 
     pub fn get(&self, scope: &Scope) -> Option<Arc<Group>> {

@@ -12,7 +12,10 @@
 //! - `reach`: high reach (delivery ids, ACKs, retries) for one connection, plain code.
 //! - `outbound`: the bounded per-connection queue between fan-out and socket.
 //! - `conn`: the connection task, the only code touching client sockets.
+//! - `presence`: a connection's enter/exit events, plain code.
+//! - `online`: online counts summed across gateways (control's totals), plain code.
 //! - `nats_edge`: group subscriptions on NATS, one connection per priority.
+//! - `nats_presence`: enter/exit events, online reports and totals over NATS.
 //! - `report`: health reports into the nodes KV bucket.
 //! - `stats`: counters, as metrics and as atomics tests can read.
 //! - `upstream`: viewers' danmu sent upstream: rate limits, deny lists, word filter, publishing.
@@ -22,8 +25,11 @@ pub mod conn;
 pub mod edge;
 pub mod groups;
 mod nats_edge;
+mod nats_presence;
 mod offline;
+pub mod online;
 pub mod outbound;
+pub mod presence;
 pub mod reach;
 mod report;
 pub mod session;
@@ -79,8 +85,11 @@ pub struct Gateway {
     pub ws_addr: Option<std::net::SocketAddr>,
     pub tcp_addr: Option<std::net::SocketAddr>,
     shared: Arc<conn::Shared>,
+    client: async_nats::Client,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    /// Event publisher and totals follower: they outlive the connections.
+    background: JoinSet<()>,
 }
 
 pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gateway> {
@@ -137,24 +146,26 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         groups::Groups::new(Box::new(edge_source), stats.clone()),
         config.region.clone(),
         stats.clone(),
-        conn::ConnLimits {
-            max_packet_len: config.max_packet_bytes,
-            max_ws_message_len: config.max_ws_message_bytes,
-            max_handshake_len: config.max_handshake_bytes,
-            outbound_queue_bytes: config.outbound_queue_bytes,
-            socket_send_buffer: config.socket_send_buffer_bytes,
-            reach: reach::ReachConfig {
-                retry_after: Duration::from_millis(config.reach_retry_ms),
-                max_retries: config.reach_max_retries,
-                max_pending: config.reach_max_pending,
-            },
-            close_linger: Duration::from_millis(config.close_linger_ms),
-            drain_period: Duration::from_millis(config.drain_period_ms),
-        },
+        conn::ConnLimits::from_config(&config),
         stopped.clone(),
     );
     shared.offline = Some(async_nats::jetstream::new(client.clone()));
     shared.brotli_quality = config.brotli_quality;
+    shared.origin.gateway = node_id.clone();
+    shared.online = Arc::new(std::sync::RwLock::new(online::Totals::new(
+        config.online_totals_max_age(),
+    )));
+    let mut background = JoinSet::new();
+    if config.presence_events {
+        let (sink, publisher) = nats_presence::EventSink::start(client.clone(), stats.clone());
+        shared.events = Some(sink);
+        background.spawn(publisher);
+    }
+    background.spawn(nats_presence::follow_totals(
+        client.clone(),
+        config.region.clone(),
+        shared.online.clone(),
+    ));
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -210,7 +221,15 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         interval: Duration::from_millis(config.report_interval_ms),
         stats: stats.clone(),
     };
-    tasks.spawn(reporter.run(stopped));
+    tasks.spawn(reporter.run(stopped.clone()));
+    tasks.spawn(nats_presence::report_online(
+        client.clone(),
+        shared.clone(),
+        node_id.clone(),
+        config.region.clone(),
+        config.online_report_interval(),
+        stopped,
+    ));
     tracing::info!(%node_id, region = %config.region, ?ws_addr, ?tcp_addr, "gateway started");
     Ok(Gateway {
         stats,
@@ -218,8 +237,10 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         ws_addr,
         tcp_addr,
         shared,
+        client,
         stop,
         tasks,
+        background,
     })
 }
 
@@ -272,6 +293,11 @@ impl Gateway {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // The last connections' exits are on their way out; let them reach NATS.
+        if let Some(events) = &self.shared.events {
+            events.flushed(&self.client, Duration::from_secs(2)).await;
+        }
+        self.background.abort_all();
     }
 }
 

@@ -29,6 +29,7 @@ pub struct Stats {
     pub deliveries: AtomicU64,
     /// Messages queued to members (batch size × members).
     pub messages_delivered: AtomicU64,
+    /// Connections cut off as slow consumers (queue overflow or a write stall).
     pub slow_consumers: AtomicU64,
     /// Low-priority messages not delivered to a member, for any reason (see metrics for why).
     pub shed_messages: AtomicU64,
@@ -39,6 +40,9 @@ pub struct Stats {
     pub reach_acked: AtomicU64,
     pub reach_retried: AtomicU64,
     pub reach_expired: AtomicU64,
+    /// Enter and exit events handed to the publisher, and dropped because it fell behind.
+    pub presence_events: AtomicU64,
+    pub presence_events_dropped: AtomicU64,
     /// Upstream danmu by result (`danmu_gateway_upstream_total{result}`).
     pub upstream: crate::upstream::UpstreamStats,
 }
@@ -57,6 +61,9 @@ impl Stats {
 
     pub(crate) fn connection_closed(&self, transport: &'static str, reason: &CloseReason) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if *reason == CloseReason::SlowConsumer {
+            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
         gauge!("danmu_gateway_connections", "transport" => transport).decrement(1.0);
         counter!("danmu_gateway_connections_closed_total", "transport" => transport, "reason" => reason.label())
             .increment(1);
@@ -115,10 +122,6 @@ impl Stats {
         }
     }
 
-    pub(crate) fn slow_consumer(&self) {
-        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Adds a connection's reach counts since `before`.
     pub(crate) fn reach(
         &self,
@@ -153,5 +156,15 @@ impl Stats {
     pub(crate) fn shed(&self, reason: &'static str, messages: u64) {
         self.shed_messages.fetch_add(messages, Ordering::Relaxed);
         counter!("danmu_gateway_shed_messages_total", "reason" => reason).increment(messages);
+    }
+
+    pub(crate) fn presence_event(&self, kind: &'static str) {
+        self.presence_events.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_presence_events_total", "event" => kind).increment(1);
+    }
+
+    pub(crate) fn presence_event_dropped(&self) {
+        self.presence_events_dropped.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_presence_events_dropped_total").increment(1);
     }
 }

@@ -10,6 +10,7 @@
 //!   and their unpacking as a client does it.
 //! - [`subjects`]: NATS subject and stream names, the contract between business, distributors
 //!   and gateways (`docs/architecture.md` explains them).
+//! - [`presence`]: enter/exit events and the online-count query, JSON for business.
 //! - [`auth`]: the AUTH JSON body and the AUTH_REPLY codes.
 //! - [`upstream`]: the UPSTREAM body a viewer sends, the UPSTREAM_REPLY codes, and the JSON
 //!   gateways publish for business.
@@ -27,6 +28,7 @@
 pub mod auth;
 pub mod batch;
 pub mod frame;
+pub mod presence;
 pub mod subjects;
 pub mod token;
 pub mod upstream;

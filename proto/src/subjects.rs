@@ -191,6 +191,41 @@ pub fn edge(priority: Priority, scope: &Scope) -> String {
     format!("{EDGE_PREFIX}.{priority}.{scope}")
 }
 
+/// `danmu.presence.<region>.<enter|exit>.<room>`: a connection entered or left a room on one of
+/// the region's gateways. Business subscribes to `danmu.presence.>`, to `danmu.presence.*.exit.>`,
+/// or to one room's events everywhere with `danmu.presence.*.*.<room>`.
+pub fn presence(region: &str, kind: &str, room: u64) -> String {
+    format!("danmu.presence.{region}.{kind}.{room}")
+}
+
+/// What a region's presence stream captures: `danmu.presence.<region>.>`.
+pub fn presence_filter(region: &str) -> String {
+    format!("danmu.presence.{region}.>")
+}
+
+/// The region's stream of enter and exit events (`PRESENCE_A`), kept for business consumers and
+/// for control's sweeper, which exits the connections of a gateway that died.
+pub fn presence_stream(region: &str) -> String {
+    format!("PRESENCE_{}", region.to_ascii_uppercase())
+}
+
+/// What gateways' online reports are published on, all regions: control sums them.
+pub const ONLINE_REPORTS: &str = "danmu.online.report.*";
+
+/// `danmu.online.report.<region>`: a gateway's per-room member counts (`OnlineReport`).
+pub fn online_report(region: &str) -> String {
+    format!("danmu.online.report.{region}")
+}
+
+/// `danmu.online.totals.<region>`: per-room counts summed over every gateway of every region
+/// (`OnlineTotals`), published by the region's control for its own gateways.
+pub fn online_totals(region: &str) -> String {
+    format!("danmu.online.totals.{region}")
+}
+
+/// Request/reply subject where business asks for online counts (JSON; see `presence`).
+pub const ONLINE_QUERY: &str = "danmu.online.query";
+
 /// A parsed ingest subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingest {
@@ -243,6 +278,11 @@ mod tests {
         assert_eq!(edge(Priority::High, &Scope::All), "danmu.edge.hi.all._");
         assert_eq!(ingest_filter("B", Priority::Low), "danmu.in.B.lo.>");
         assert_eq!(push_stream("a", Priority::Low), "PUSH_LO_A");
+        assert_eq!(presence("A", "exit", 1001), "danmu.presence.A.exit.1001");
+        assert_eq!(presence_filter("A"), "danmu.presence.A.>");
+        assert_eq!(presence_stream("a"), "PRESENCE_A");
+        assert_eq!(online_report("B"), "danmu.online.report.B");
+        assert_eq!(online_totals("A"), "danmu.online.totals.A");
         assert_eq!(upstream(1001), "danmu.upstream.1001");
     }
 

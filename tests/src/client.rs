@@ -194,6 +194,25 @@ impl Client {
         }
     }
 
+    /// ROOM_CHANGE to `room`; returns the ROOM_CHANGE_REPLY body (`{"code":C,"roomid":R}`),
+    /// checking the reply echoes the request's sequence.
+    pub async fn change_room(&mut self, room: u64) -> anyhow::Result<serde_json::Value> {
+        const SEQ: u32 = 7;
+        let body = serde_json::json!({ "roomid": room }).to_string();
+        self.send(&Frame::new(1, op::ROOM_CHANGE, SEQ, Bytes::from(body)))
+            .await?;
+        loop {
+            match self.next(Duration::from_secs(20)).await? {
+                Event::Frame(f) if f.op == op::ROOM_CHANGE_REPLY => {
+                    anyhow::ensure!(f.seq == SEQ, "the reply echoes the request's sequence");
+                    return Ok(serde_json::from_slice(&f.body)?);
+                }
+                Event::Frame(_) => {}
+                Event::Closed(why) => bail!("closed while waiting for ROOM_CHANGE_REPLY: {why:?}"),
+            }
+        }
+    }
+
     /// Sends a heartbeat and returns the online count of the reply.
     pub async fn heartbeat(&mut self) -> anyhow::Result<u32> {
         self.send(&Frame::new(1, op::HEARTBEAT, 2, Bytes::new()))

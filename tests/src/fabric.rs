@@ -175,3 +175,123 @@ impl SingleRegion {
         .await
     }
 }
+
+/// A control config against `nats_url`, signing with `keys`, serving presence for `region`.
+pub fn control_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_control::Config {
+    danmu_control::Config {
+        nats_url: nats_url.into(),
+        private_key_pem: Some(keys.private_pem.clone().into()),
+        regions: vec![region.into()],
+        default_region: region.into(),
+        region: Some(region.into()),
+        node_ttl: Duration::from_secs(5),
+        online_publish_interval: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+/// Control running in-process on a free loopback port; stops when dropped.
+pub struct Control {
+    pub addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start_control(config: danmu_control::Config) -> anyhow::Result<Control> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(danmu_control::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Control {
+        addr,
+        _stop: stop,
+        task,
+    })
+}
+
+/// The `danmu-gateway` binary next to the running test's binary (`scripts/test` builds every
+/// bin before testing), for tests that signal or kill a gateway process.
+pub fn gateway_binary() -> anyhow::Result<std::path::PathBuf> {
+    std::env::current_exe()?
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("danmu-gateway"))
+        .filter(|path| path.exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!("build it first: cargo build -p danmu-gateway (scripts/test does)")
+        })
+}
+
+/// A gateway process on free loopback ports; killed when dropped.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub ws_addr: std::net::SocketAddr,
+    pub tcp_addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    /// Starts `danmu-gateway` with `extra` TOML lines after the basics, and waits until it
+    /// accepts connections.
+    pub async fn start(
+        nats_url: &str,
+        node_id: &str,
+        keys: &Keys,
+        extra: &str,
+    ) -> anyhow::Result<GatewayProcess> {
+        let dir = tempfile::tempdir()?;
+        let key_path = dir.path().join("control.pub.pem");
+        std::fs::write(&key_path, &keys.public_pem)?;
+        let (ws, tcp) = (crate::ports::free_port(), crate::ports::free_port());
+        let config = format!(
+            "node_id = \"{node_id}\"\nnats_url = \"{nats_url}\"\ntoken_public_key_path = \"{}\"\n\
+             ws_listen = \"127.0.0.1:{ws}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\n{extra}\n",
+            key_path.display()
+        );
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config)?;
+        let child = std::process::Command::new(gateway_binary()?)
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let process = GatewayProcess {
+            child,
+            ws_addr: format!("127.0.0.1:{ws}").parse()?,
+            tcp_addr: format!("127.0.0.1:{tcp}").parse()?,
+            _dir: dir,
+        };
+        let ws_addr = process.ws_addr;
+        crate::eventually(
+            "the gateway process accepts connections",
+            Duration::from_secs(20),
+            async || std::net::TcpStream::connect(ws_addr).ok().map(|_| ()),
+        )
+        .await?;
+        Ok(process)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`, `libc::SIGKILL`).
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on the pid of a child this process spawned and still owns.
+        let sent = unsafe { libc::kill(self.child.id() as i32, signal) };
+        anyhow::ensure!(sent == 0, "kill({}, {signal}) failed", self.child.id());
+        Ok(())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

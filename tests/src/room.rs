@@ -21,6 +21,21 @@ pub fn danmu(n: u64) -> Bytes {
     )
 }
 
+/// A flood message (`cmd` FLOOD) numbered `n` (read back by [`sequence`]) padded with 320 bytes of
+/// pseudo-random hex, so it compresses poorly: floods made of it are many bytes on the wire.
+pub fn bulky(n: u64) -> Bytes {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let pad: String = (0..40)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{:x}", x & 0xffff_ffff)
+        })
+        .collect();
+    Bytes::from(serde_json::json!({"cmd": "FLOOD", "n": n, "pad": pad}).to_string())
+}
+
 /// The `n` of a payload made by [`danmu`], `None` for warm-up messages.
 pub fn sequence(payload: &[u8]) -> anyhow::Result<Option<u64>> {
     let value: serde_json::Value =

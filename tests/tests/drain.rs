@@ -3,26 +3,12 @@
 //! (WebSocket) or EOF (TCP), departures spread over the drain period, and the process exits
 //! within it.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use danmu_proto::frame::op;
 use danmu_tests::client::{Client, Event, Transport};
 use danmu_tests::eventually;
-use danmu_tests::fabric::Keys;
-use danmu_tests::ports::free_port;
-
-/// The gateway binary next to this test's binary; `scripts/test` builds every bin before testing.
-fn gateway_binary() -> anyhow::Result<std::path::PathBuf> {
-    std::env::current_exe()?
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("danmu-gateway"))
-        .filter(|path| path.exists())
-        .ok_or_else(|| {
-            anyhow::anyhow!("build it first: cargo build -p danmu-gateway (scripts/test does)")
-        })
-}
+use danmu_tests::fabric::{GatewayProcess, Keys};
 
 /// Reads until the close; returns whether DRAIN came first, and the close code.
 async fn until_closed(client: &mut Client) -> anyhow::Result<(bool, Option<u16>)> {
@@ -44,34 +30,14 @@ async fn until_closed(client: &mut Client) -> anyhow::Result<(bool, Option<u16>)
 async fn sigterm_drains_every_client_then_exits() -> anyhow::Result<()> {
     let server = danmu_tests::single().await?;
     let keys = Keys::generate();
-    let dir = tempfile::tempdir()?;
-    let key_path = dir.path().join("control.pub.pem");
-    std::fs::write(&key_path, &keys.public_pem)?;
-    let (ws, tcp) = (free_port(), free_port());
-    let config = format!(
-        "node_id = \"drain-test\"\nnats_url = \"{}\"\ntoken_public_key_path = \"{}\"\n\
-         ws_listen = \"127.0.0.1:{ws}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\n\
-         drain_period_ms = 1500\nclose_linger_ms = 500\n",
-        server.client_url(),
-        key_path.display()
-    );
-    let config_path = dir.path().join("gateway.toml");
-    std::fs::write(&config_path, config)?;
-    let mut gateway = Command::new(gateway_binary()?)
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-
-    let ws_addr = format!("127.0.0.1:{ws}").parse()?;
-    let tcp_addr = format!("127.0.0.1:{tcp}").parse()?;
-    eventually(
-        "the gateway accepts connections",
-        Duration::from_secs(20),
-        async || std::net::TcpStream::connect(ws_addr).ok().map(|_| ()),
+    let mut gateway = GatewayProcess::start(
+        &server.client_url(),
+        "drain-test",
+        &keys,
+        "drain_period_ms = 1500\nclose_linger_ms = 500",
     )
     .await?;
+    let (ws_addr, tcp_addr) = (gateway.ws_addr, gateway.tcp_addr);
 
     let mut clients = Vec::new();
     for i in 0..8u64 {
@@ -89,8 +55,7 @@ async fn sigterm_drains_every_client_then_exits() -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    // SAFETY: kill(2) on the pid of a child this test spawned and still owns.
-    assert_eq!(unsafe { libc::kill(gateway.id() as i32, libc::SIGTERM) }, 0);
+    gateway.signal(libc::SIGTERM)?;
     // Every client reads on its own, so each close is timed when it happens.
     let readers: Vec<_> = clients
         .into_iter()
@@ -115,7 +80,7 @@ async fn sigterm_drains_every_client_then_exits() -> anyhow::Result<()> {
         }
     }
     let status = eventually("the gateway exits", Duration::from_secs(10), async || {
-        gateway.try_wait().ok().flatten()
+        gateway.child.try_wait().ok().flatten()
     })
     .await?;
     assert!(status.success(), "{status}");

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use danmu_proto::frame::op;
 use danmu_proto::subjects::{Priority, Scope};
 use danmu_tests::client::{Client, Event, Transport};
@@ -18,20 +17,6 @@ const ROOM: u64 = 50;
 const FLOOD: u64 = 20_000;
 const HIGH: u64 = 100;
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A low-priority payload that compresses poorly, so the flood really fills buffers.
-fn flood_payload(n: u64) -> Bytes {
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let pad: String = (0..40)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            format!("{:x}", x & 0xffff_ffff)
-        })
-        .collect();
-    Bytes::from(serde_json::json!({"cmd": "FLOOD", "n": n, "pad": pad}).to_string())
-}
 
 /// Reads until told to stop, counting flood messages and recording high-priority sequences.
 async fn drain(
@@ -71,6 +56,8 @@ async fn high_priority_gets_through_a_low_priority_flood_and_shedding_is_counted
     let mut config = fabric::gateway_config(&url, "A", &keys);
     config.outbound_queue_bytes = 64 * 1024;
     config.socket_send_buffer_bytes = Some(8 * 1024);
+    // The slow reader pauses for the whole flood on purpose: not a stall to cut off.
+    config.write_stall_timeout_ms = 600_000;
     let gateway = fabric::start_gateway(config).await?;
 
     let mut slow = Client::connect_slow(Transport::Tcp, gateway.tcp_addr.unwrap(), 4096).await?;
@@ -104,7 +91,7 @@ async fn high_priority_gets_through_a_low_priority_flood_and_shedding_is_counted
     let publisher = business.clone();
     let flood = tokio::spawn(async move {
         for n in 0..FLOOD {
-            room::publish(&publisher, ROOM, flood_payload(n)).await?;
+            room::publish(&publisher, ROOM, room::bulky(n)).await?;
         }
         publisher.flush().await?;
         anyhow::Ok(())

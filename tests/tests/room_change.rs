@@ -4,30 +4,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use danmu_proto::frame::{Frame, op};
-use danmu_tests::client::{Client, Event, Transport};
+use danmu_tests::client::{Client, Transport};
 use danmu_tests::fabric::SingleRegion;
 use danmu_tests::room::{self, danmu, receive_sequences};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn change_room(client: &mut Client, room: u64) -> anyhow::Result<serde_json::Value> {
-    let body = serde_json::json!({ "roomid": room }).to_string();
-    client
-        .send(&Frame::new(1, op::ROOM_CHANGE, 7, Bytes::from(body)))
-        .await?;
-    loop {
-        match client.next(WAIT).await? {
-            Event::Frame(f) if f.op == op::ROOM_CHANGE_REPLY => {
-                anyhow::ensure!(f.seq == 7, "the reply echoes the request's sequence");
-                return Ok(serde_json::from_slice(&f.body)?);
-            }
-            Event::Frame(_) => {}
-            Event::Closed(why) => anyhow::bail!("closed: {why:?}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_changes_rooms_within_its_token() -> anyhow::Result<()> {
@@ -40,7 +21,7 @@ async fn a_connection_changes_rooms_within_its_token() -> anyhow::Result<()> {
     room::warm_up(business, 1, &mut [&mut mover, &mut stayer], WAIT).await?;
 
     assert_eq!(
-        change_room(&mut mover, 2).await?,
+        mover.change_room(2).await?,
         serde_json::json!({"code": 0, "roomid": 2})
     );
     assert_eq!(gateway.online(1), 1);
@@ -54,7 +35,7 @@ async fn a_connection_changes_rooms_within_its_token() -> anyhow::Result<()> {
     assert_eq!(receive_sequences(&mut stayer, 1, WAIT).await?, [10]);
 
     // Room 3 is not in the token: refused, and the connection stays in room 2.
-    let refused = change_room(&mut mover, 3).await?;
+    let refused = mover.change_room(3).await?;
     assert_eq!(refused, serde_json::json!({"code": -103, "roomid": 2}));
     room::publish(business, 2, danmu(21)).await?;
     assert_eq!(receive_sequences(&mut mover, 1, WAIT).await?, [21]);

@@ -63,6 +63,21 @@ pub struct Config {
     /// Serve the demo page (`web/demo/index.html`, built in) at `GET /demo/`, same origin as
     /// the API so the page needs no CORS. For local demos; off by default.
     pub demo_page: bool,
+    /// The region this instance serves for presence: it sums every region's online reports for
+    /// this region's gateways, answers online queries, and exits the connections of this
+    /// region's gateways that die. Unset: none of that (tokens and node lists only).
+    pub region: Option<String>,
+    /// How often summed online counts are published to the gateways. Default 1s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub online_publish_interval: Duration,
+    /// Rooms exported as the `danmu_control_room_online` metric: the most populated ones only,
+    /// so the metric's cardinality stays bounded. Also the most a top-rooms query returns.
+    /// Default 20.
+    pub top_rooms: usize,
+    /// How long enter/exit events stay in the region's presence stream. The sweeper rebuilds
+    /// which connections are live from it after a restart. Default 24h.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub presence_max_age: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +101,10 @@ impl Default for Config {
             max_nodes: 5,
             rules: Vec::new(),
             demo_page: false,
+            region: None,
+            online_publish_interval: Duration::from_secs(1),
+            top_rooms: 20,
+            presence_max_age: Duration::from_secs(24 * 3600),
         }
     }
 }

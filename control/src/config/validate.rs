@@ -50,6 +50,27 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("{} is outside 1..={MAX_NODES_LIMIT}", config.max_nodes),
         ));
     }
+    if let Some(region) = &config.region {
+        check_region_name(region).map_err(|reason| ConfigError::invalid("region", reason))?;
+    }
+    if config.online_publish_interval < Duration::from_millis(100) {
+        return Err(ConfigError::invalid(
+            "online_publish_interval",
+            format!(
+                "{} is shorter than 100ms",
+                display(config.online_publish_interval)
+            ),
+        ));
+    }
+    if config.top_rooms > 1000 {
+        return Err(ConfigError::invalid(
+            "top_rooms",
+            format!(
+                "{} is more than 1000 (the metric's cardinality)",
+                config.top_rooms
+            ),
+        ));
+    }
     for (i, rule) in config.rules.iter().enumerate() {
         rule.check()
             .map_err(|reason| ConfigError::invalid(format!("rules[{i}]"), reason))?;

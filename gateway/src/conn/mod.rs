@@ -9,8 +9,8 @@ mod inbound;
 mod writer;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::Transport;
 use crate::groups::{Group, Groups, Member};
+use crate::nats_presence::EventSink;
+use crate::online::Totals;
 use crate::outbound::Outbound;
+use crate::presence::{Origin, Presence};
 use crate::reach::{Reach, ReachConfig, ReachCounts};
 use crate::session::{Action, CloseReason, Identity, Session, SessionConfig};
 use crate::stats::Stats;
@@ -43,6 +46,12 @@ pub struct Shared {
     /// Where offline pushes wait; none disables their delivery on connect.
     pub offline: Option<async_nats::jetstream::Context>,
     pub brotli_quality: u32,
+    /// Node id and region stamped on enter/exit events.
+    pub origin: Origin,
+    /// Where enter/exit events go; none in tests that do not look at them.
+    pub events: Option<EventSink>,
+    /// Online counts of every gateway, for HEARTBEAT_REPLY.
+    pub online: Arc<RwLock<Totals>>,
     /// Upstream danmu; none answers every UPSTREAM as disabled.
     pub upstream: Option<crate::upstream::Upstream>,
     next_id: AtomicU64,
@@ -60,6 +69,29 @@ pub struct ConnLimits {
     pub close_linger: Duration,
     /// Departures on shutdown are spread over this period.
     pub drain_period: Duration,
+    /// A connection whose socket takes no byte for this long while data waits is cut off as a
+    /// slow consumer, even if shedding low priority kept its queue within bounds.
+    pub write_stall: Duration,
+}
+
+impl ConnLimits {
+    pub fn from_config(config: &crate::Config) -> Self {
+        ConnLimits {
+            max_packet_len: config.max_packet_bytes,
+            max_ws_message_len: config.max_ws_message_bytes,
+            max_handshake_len: config.max_handshake_bytes,
+            outbound_queue_bytes: config.outbound_queue_bytes,
+            socket_send_buffer: config.socket_send_buffer_bytes,
+            reach: ReachConfig {
+                retry_after: Duration::from_millis(config.reach_retry_ms),
+                max_retries: config.reach_max_retries,
+                max_pending: config.reach_max_pending,
+            },
+            close_linger: Duration::from_millis(config.close_linger_ms),
+            drain_period: Duration::from_millis(config.drain_period_ms),
+            write_stall: Duration::from_millis(config.write_stall_timeout_ms),
+        }
+    }
 }
 
 /// Most offline pushes handed to one connect (the stream keeps at most this many per user too).
@@ -75,6 +107,8 @@ struct Joined {
     scopes: Vec<Scope>,
     /// Opted in to DRAIN.
     drain: bool,
+    /// Enter/exit event numbering.
+    presence: Presence,
     /// High-reach bookkeeping, for clients that opted in.
     reach: Option<Reach>,
     /// Reach counts already added to the gateway's metrics.
@@ -95,6 +129,12 @@ impl Shared {
             session,
             verifier,
             groups,
+            origin: Origin {
+                gateway: String::new(),
+                region: region.clone(),
+            },
+            events: None,
+            online: Arc::new(RwLock::new(Totals::new(Duration::ZERO))),
             region,
             stats,
             limits,
@@ -128,13 +168,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, transport: Transport, sh
         writer: Writer::default(),
         joined: None,
         read_buf: BytesMut::new(),
+        stalled_since: None,
         shared,
     };
     let reason = match conn.handshake(&stream).await {
         Ok(()) => conn.run(&stream).await,
         Err(reason) => reason,
     };
-    conn.leave();
+    conn.leave(&reason);
     tracing::debug!(conn = conn.id, reason = %reason.detail(), "connection closed");
     conn.shared.stats.connection_closed(label, &reason);
 }
@@ -150,6 +191,8 @@ struct Conn {
     joined: Option<Joined>,
     /// Bytes read but not yet parsed; empty (unallocated) while idle.
     read_buf: BytesMut,
+    /// Since when the socket has taken nothing while bytes wait to be written.
+    stalled_since: Option<Instant>,
     shared: Arc<Shared>,
 }
 
@@ -209,6 +252,9 @@ impl Conn {
                 .as_ref()
                 .and_then(|j| j.reach.as_ref())
                 .and_then(Reach::deadline);
+            let stall_deadline = self
+                .stalled_since
+                .map(|since| since + self.shared.limits.write_stall);
             tokio::select! {
                 _ = shutdown.cancelled(), if leave_at.is_none() => {
                     if self.joined.is_none() {
@@ -249,6 +295,10 @@ impl Conn {
                 _ = stream.writable(), if !self.writer.is_empty() => {}
                 _ = wait_ready(outbound.as_deref().map(|m| &m.outbound)) => {}
                 _ = sleep_until(retry_at), if retry_at.is_some() => self.retry_unacked(),
+                _ = sleep_until(stall_deadline), if stall_deadline.is_some() => {
+                    // Nothing written for the whole stall period (progress resets the clock).
+                    return self.finish(stream, CloseReason::SlowConsumer).await;
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     if let Some(action) = self.session.on_tick(Instant::now()) {
                         actions.push(action);
@@ -332,10 +382,20 @@ impl Conn {
                         groups.join(scope.clone(), member.clone());
                     }
                     self.deliver_offline(&identity, &member);
+                    let (presence, enter) = Presence::enter(
+                        self.id,
+                        identity.uid,
+                        identity.device.clone(),
+                        identity.room,
+                        &self.shared.origin,
+                        unix_millis(),
+                    );
+                    self.emit(enter);
                     self.joined = Some(Joined {
                         member,
                         room,
                         scopes,
+                        presence,
                         drain: identity.drain,
                         reach: identity
                             .ack
@@ -356,10 +416,16 @@ impl Conn {
                     self.report_reach();
                 }
                 Action::HeartbeatReply => {
-                    let online = self
-                        .joined
-                        .as_ref()
-                        .map_or(0, |joined| joined.room.online());
+                    let online = self.joined.as_ref().map_or(0, |joined| {
+                        let Scope::Room(room) = joined.scopes[0] else {
+                            return 0;
+                        };
+                        self.shared
+                            .online
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .count(room, joined.room.online(), Instant::now())
+                    });
                     let reply = self.transport.wrap(&frame::heartbeat_reply(online));
                     self.writer.push(reply);
                 }
@@ -394,8 +460,13 @@ impl Conn {
                 }
                 self.report_reach();
             }
-            if self.writer.write_to(stream).is_err() {
-                return Some(CloseReason::PeerClosed);
+            match self.writer.write_to(stream) {
+                Err(_) => return Some(CloseReason::PeerClosed),
+                Ok(_) if self.writer.is_empty() => self.stalled_since = None,
+                Ok(0) => {
+                    self.stalled_since.get_or_insert_with(Instant::now);
+                }
+                Ok(_) => self.stalled_since = Some(Instant::now()),
             }
             let more_low = self
                 .joined
@@ -457,6 +528,18 @@ impl Conn {
         groups.leave(&joined.scopes[0], self.id);
         joined.scopes[0] = Scope::Room(room);
         joined.room = groups.join(Scope::Room(room), joined.member.clone());
+        let events = joined
+            .presence
+            .change_room(room, &self.shared.origin, unix_millis());
+        for event in events {
+            self.emit(event);
+        }
+    }
+
+    fn emit(&self, event: danmu_proto::presence::PresenceEvent) {
+        if let Some(sink) = &self.shared.events {
+            sink.emit(event);
+        }
     }
 
     /// Sends the retries that are due.
@@ -486,7 +569,7 @@ impl Conn {
 
     /// Leaves the room, says goodbye (WebSocket close frame) and flushes what is queued.
     async fn finish(&mut self, stream: &TcpStream, reason: CloseReason) -> CloseReason {
-        self.leave();
+        self.leave(&reason);
         if reason == CloseReason::SlowConsumer {
             // Nothing more is written to a reader that could not keep up.
             return reason;
@@ -521,11 +604,19 @@ impl Conn {
         Ok(())
     }
 
-    fn leave(&mut self) {
-        if let Some(joined) = self.joined.take() {
+    /// Leaves every group and emits the exit; once, whatever calls it first.
+    fn leave(&mut self, reason: &CloseReason) {
+        if let Some(mut joined) = self.joined.take() {
             joined.member.outbound.close();
             for scope in &joined.scopes {
                 self.shared.groups.leave(scope, self.id);
+            }
+            if let Some(exit) =
+                joined
+                    .presence
+                    .close(reason.label(), &self.shared.origin, unix_millis())
+            {
+                self.emit(exit);
             }
         }
     }
@@ -535,6 +626,13 @@ impl Conn {
 fn drain_frame() -> Bytes {
     let body = br#"{"reason":"shutdown","reconnect_after_ms":0}"#;
     frame::Frame::new(frame::version::CONTROL, frame::op::DRAIN, 1, &body[..]).to_bytes()
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

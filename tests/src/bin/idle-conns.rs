@@ -733,20 +733,7 @@ async fn print_sizes() -> anyhow::Result<()> {
         danmu_gateway::groups::Groups::new(Box::new(NoEdge), stats.clone()),
         defaults.region.clone(),
         stats,
-        ConnLimits {
-            max_packet_len: defaults.max_packet_bytes,
-            max_ws_message_len: defaults.max_ws_message_bytes,
-            max_handshake_len: defaults.max_handshake_bytes,
-            outbound_queue_bytes: defaults.outbound_queue_bytes,
-            socket_send_buffer: defaults.socket_send_buffer_bytes,
-            reach: danmu_gateway::reach::ReachConfig {
-                retry_after: Duration::from_millis(defaults.reach_retry_ms),
-                max_retries: defaults.reach_max_retries,
-                max_pending: defaults.reach_max_pending,
-            },
-            close_linger: Duration::from_millis(defaults.close_linger_ms),
-            drain_period: Duration::from_millis(defaults.drain_period_ms),
-        },
+        ConnLimits::from_config(&defaults),
         tokio_util::sync::CancellationToken::new(),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

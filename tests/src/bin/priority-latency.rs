@@ -4,6 +4,7 @@
 //! ```text
 //! cargo build --release -p danmu-tests --bin priority-latency
 //! target/release/priority-latency --seconds 10 --high-rate 1000 --members 50
+//! target/release/priority-latency --seconds 10 --high-rate 1000 --members 50 --stalled 5
 //! ```
 //!
 //! One real nats-server; distributor and gateway in this process. `--members` clients sit in one
@@ -38,6 +39,13 @@ struct Args {
     /// Low-priority flood rate, msg/s (more than the distributor drains saturates it).
     #[arg(long, default_value_t = 20_000)]
     low_rate: u64,
+    /// Extra room members that stop reading after warm-up (tiny receive buffers): run once with
+    /// 0 and once with some to see whether stalled readers slow anyone else.
+    #[arg(long, default_value_t = 0)]
+    stalled: u64,
+    /// The gateway's `write_stall_timeout_ms`: how soon a stalled reader is cut off.
+    #[arg(long, default_value_t = 2_000)]
+    write_stall_ms: u64,
 }
 
 fn now_micros() -> u64 {
@@ -54,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
     let url = server.client_url();
     let keys = Keys::generate();
     let distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
-    let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
+    let mut config = fabric::gateway_config(&url, "A", &keys);
+    config.write_stall_timeout_ms = args.write_stall_ms;
+    config.socket_send_buffer_bytes = Some(16 * 1024);
+    let gateway = fabric::start_gateway(config).await?;
     let room_id = 1;
     let business = async_nats::connect(url.as_str()).await?;
 
@@ -87,6 +98,20 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }));
+    }
+    // Kept (not read) until the end, so their sockets stay open until the gateway cuts them off.
+    let mut stalled = Vec::new();
+    for uid in 0..args.stalled {
+        let uid = 5000 + uid;
+        let mut client = danmu_tests::client::Client::connect_slow(
+            Transport::Tcp,
+            gateway.tcp_addr.unwrap(),
+            4096,
+        )
+        .await?;
+        let token = keys.token(uid, Some(vec![room_id]), Duration::from_secs(3600));
+        anyhow::ensure!(client.auth(uid, room_id, 3, &token).await? == 0, "auth");
+        stalled.push(client);
     }
     let target_uid = 1;
     let mut target = room::join(
@@ -186,6 +211,11 @@ async fn main() -> anyhow::Result<()> {
         args.members,
         danmu_gateway::stats::get(&gateway.stats.shed_messages),
         danmu_distributor::Stats::get(&distributor.stats.messages_in),
+    );
+    println!(
+        "stalled readers: {}, cut off as slow consumers: {}",
+        stalled.len(),
+        danmu_gateway::stats::get(&gateway.stats.slow_consumers),
     );
     for member in members {
         member.abort();
