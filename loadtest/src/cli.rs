@@ -5,6 +5,7 @@
 //! danmu-load run --target danmu --gateway 127.0.0.1:7000,127.0.0.1:7100 \
 //!     --nats nats://127.0.0.1:4222 --token-key control-private.pem ...
 //! danmu-load corpus                                  # seed 001's table on our corpus
+//! danmu-load idle --connections 10000                # memory per idle connection
 //! ```
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::fabric::{Fabric, FabricOptions};
+use crate::idle::{IdleOptions, IdleTarget};
 use crate::plan::{Target, TokenSource, Transport};
 use crate::procfs::Watched;
 use crate::report::{self, Comparison};
@@ -40,6 +42,9 @@ enum Command {
     Fabric(FabricArgs),
     /// Compression on a danmu-shaped corpus: seed 001's zlib-vs-brotli table and CPU per batch.
     Corpus(CorpusArgs),
+    /// Memory per idle connection: nats-server's WebSocket listener, then a fresh gateway per
+    /// transport, N connections each.
+    Idle(IdleArgs),
     /// (internal) A worker process: reads its plan on stdin, reports on stdout.
     #[command(hide = true)]
     Worker,
@@ -190,6 +195,32 @@ struct CorpusArgs {
     json: bool,
 }
 
+#[derive(Args, Clone, Debug)]
+struct IdleArgs {
+    /// Idle connections per target.
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// What holds them, in order (the peer is measured first whatever the order).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "nats-ws,ws,tcp"
+    )]
+    transport: Vec<IdleTarget>,
+    /// Connections opened concurrently.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Default: `danmu-gateway` next to this binary (a wrapper script works, e.g. valgrind).
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// Print the sizes of the gateway's per-connection types and exit.
+    #[arg(long)]
+    print_sizes: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -203,6 +234,7 @@ pub fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Idle(args) => runtime()?.block_on(idle_command(args)),
         Command::Run(args) => runtime()?.block_on(run_command(args)),
         Command::Fabric(args) => runtime()?.block_on(fabric_command(args)),
     }
@@ -298,6 +330,29 @@ fn print_comparison(comparison: &Comparison, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(comparison)?);
     } else {
         print!("{}", report::table(comparison));
+    }
+    Ok(())
+}
+
+async fn idle_command(args: IdleArgs) -> anyhow::Result<()> {
+    if args.print_sizes {
+        return crate::idle::print_sizes().await;
+    }
+    let options = IdleOptions {
+        connections: args.connections,
+        targets: args.transport.clone(),
+        concurrency: args.concurrency,
+        gateway_bin: args
+            .gateway_bin
+            .clone()
+            .unwrap_or_else(|| FabricOptions::default_bins().0),
+        verbose: !args.json,
+    };
+    let report = crate::idle::run(&options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::idle::table(&report));
     }
     Ok(())
 }

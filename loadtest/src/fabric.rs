@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use danmu_proto::subjects::{self, Priority};
 use danmu_tests::NatsServer;
+use danmu_tests::client::Transport;
 use danmu_tests::fabric::Keys;
 use tokio::net::TcpStream;
 
@@ -146,11 +147,10 @@ impl Fabric {
         let dir = tempfile::TempDir::with_prefix("danmu-load-")?;
         let key_path = dir.path().join("token-public.pem");
         std::fs::write(&key_path, &keys.public_pem)?;
-        let free = || danmu_tests::ports::free_port();
-        let ws_addr: SocketAddr = ([127, 0, 0, 1], free()).into();
-        let tcp_addr: SocketAddr = ([127, 0, 0, 1], free()).into();
-        let gateway_metrics_addr: SocketAddr = ([127, 0, 0, 1], free()).into();
-        let distributor_metrics_addr: SocketAddr = ([127, 0, 0, 1], free()).into();
+        let ws_addr = free_addr();
+        let tcp_addr = free_addr();
+        let gateway_metrics_addr = free_addr();
+        let distributor_metrics_addr = free_addr();
         let mut fabric = Fabric {
             nats,
             keys,
@@ -165,23 +165,6 @@ impl Fabric {
         if !options.services {
             return Ok(fabric);
         }
-        let node_id = format!("load-gw-{}", std::process::id());
-        // The load clients send heartbeats only every 30 s; a long timeout keeps a starved
-        // client from being cut off for that, which is not what is measured here.
-        let gateway_config = format!(
-            "node_id = {node_id:?}\n\
-             region = \"A\"\n\
-             nats_url = {nats:?}\n\
-             token_public_key_path = {key:?}\n\
-             ws_listen = \"{ws_addr}\"\n\
-             tcp_listen = \"{tcp_addr}\"\n\
-             heartbeat_timeout_ms = 3600000\n\
-             metrics_listen = \"{gateway_metrics_addr}\"\n\
-             {extra}\n",
-            nats = fabric.nats.client_url(),
-            key = key_path.to_string_lossy(),
-            extra = options.gateway_toml,
-        );
         let distributor_config = format!(
             "nats_url = {nats:?}\n\
              region = \"A\"\n\
@@ -191,57 +174,104 @@ impl Fabric {
             nats = fabric.nats.client_url(),
             extra = options.distributor_toml,
         );
-        let dir = fabric.dir.path().to_path_buf();
-        let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
-            let path = dir.join(name);
-            std::fs::write(&path, text)?;
-            Ok(path)
-        };
-        let distributor = ChildProcess::spawn(
+        let path = fabric.dir.path().join("distributor.toml");
+        std::fs::write(&path, distributor_config)?;
+        fabric.distributor = Some(ChildProcess::spawn(
             "distributor",
             &options.distributor_bin,
-            &write("distributor.toml", &distributor_config)?,
-            &dir,
-        )?;
-        fabric.distributor = Some(distributor);
-        let gateway = ChildProcess::spawn(
-            "gateway",
-            &options.gateway_bin,
-            &write("gateway.toml", &gateway_config)?,
-            &dir,
-        )?;
-        fabric.gateway = Some(gateway);
-        fabric.wait_ready(&node_id).await?;
+            &path,
+            fabric.dir.path(),
+        )?);
+        let gateway = fabric
+            .spawn_gateway(
+                "gateway",
+                &options.gateway_bin,
+                (ws_addr, tcp_addr),
+                Some(gateway_metrics_addr),
+                &options.gateway_toml,
+            )
+            .await;
+        fabric.gateway = Some(gateway?);
+        fabric.wait_distributor().await?;
         Ok(fabric)
     }
 
-    async fn wait_ready(&mut self, node_id: &str) -> anyhow::Result<()> {
+    /// Starts a gateway process named `name` (its config and log in the fabric's directory,
+    /// listening on `ws` and `tcp`) and waits until it is ready: both ports accept, its health
+    /// report is in the nodes bucket, and a probe client per transport authenticates.
+    pub async fn spawn_gateway(
+        &self,
+        name: &str,
+        bin: &Path,
+        (ws, tcp): (SocketAddr, SocketAddr),
+        metrics: Option<SocketAddr>,
+        extra: &str,
+    ) -> anyhow::Result<ChildProcess> {
+        let node_id = format!("load-{name}-{}", std::process::id());
+        let key_path = self.dir.path().join("token-public.pem");
+        // The load clients send heartbeats only every 30 s (idle ones none); a long timeout
+        // keeps a starved client from being cut off for that, which is not what is measured.
+        let metrics = metrics
+            .map(|addr| format!("metrics_listen = \"{addr}\"\n"))
+            .unwrap_or_default();
+        let config = format!(
+            "node_id = {node_id:?}\n\
+             region = \"A\"\n\
+             nats_url = {nats:?}\n\
+             token_public_key_path = {key:?}\n\
+             ws_listen = \"{ws}\"\n\
+             tcp_listen = \"{tcp}\"\n\
+             heartbeat_timeout_ms = 3600000\n\
+             {metrics}\
+             {extra}\n",
+            nats = self.nats.client_url(),
+            key = key_path.to_string_lossy(),
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config)?;
+        let mut gateway = ChildProcess::spawn(name, bin, &path, self.dir.path())?;
         let deadline = Instant::now() + READY_DEADLINE;
-        let nats = self.nats.connect().await?;
-        let js = async_nats::jetstream::new(nats);
+        let js = async_nats::jetstream::new(self.nats.connect().await?);
+        loop {
+            gateway.check_running()?;
+            let up = match js.get_key_value(subjects::NODES_BUCKET).await {
+                Ok(store) => matches!(store.get(&node_id).await, Ok(Some(_))),
+                Err(_) => false,
+            } && TcpStream::connect(ws).await.is_ok()
+                && TcpStream::connect(tcp).await.is_ok();
+            if up {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{name} not ready within {READY_DEADLINE:?}; log tail:\n{}",
+                gateway.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (transport, addr) in [(Transport::WebSocket, ws), (Transport::Tcp, tcp)] {
+            let probe = danmu_tests::room::join(&self.keys, transport, addr, 0, 1, 3)
+                .await
+                .with_context(|| format!("probe client of {name} over {transport:?}"))?;
+            drop(probe);
+        }
+        Ok(gateway)
+    }
+
+    async fn wait_distributor(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        let js = async_nats::jetstream::new(self.nats.connect().await?);
         let stream = subjects::push_stream("A", Priority::Low);
         loop {
-            for child in [&mut self.gateway, &mut self.distributor]
-                .into_iter()
-                .flatten()
+            self.check_running()?;
+            if let Ok(s) = js.get_stream(&stream).await
+                && s.consumer_info("distributor-lo").await.is_ok()
             {
-                child.check_running()?;
-            }
-            let gateway_up = match js.get_key_value(subjects::NODES_BUCKET).await {
-                Ok(store) => matches!(store.get(node_id).await, Ok(Some(_))),
-                Err(_) => false,
-            } && TcpStream::connect(self.ws_addr).await.is_ok()
-                && TcpStream::connect(self.tcp_addr).await.is_ok();
-            let distributor_up = match js.get_stream(&stream).await {
-                Ok(s) => s.consumer_info("distributor-lo").await.is_ok(),
-                Err(_) => false,
-            };
-            if gateway_up && distributor_up {
                 return Ok(());
             }
             ensure!(
                 Instant::now() < deadline,
-                "services not ready within {READY_DEADLINE:?} (gateway {gateway_up}, distributor {distributor_up})"
+                "the distributor was not ready within {READY_DEADLINE:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -288,6 +318,11 @@ impl Fabric {
         ensure!(self.nats.is_running(), "nats-server exited");
         Ok(())
     }
+}
+
+/// A free port on loopback.
+pub fn free_addr() -> SocketAddr {
+    ([127, 0, 0, 1], danmu_tests::ports::free_port()).into()
 }
 
 /// nats-server's version string.

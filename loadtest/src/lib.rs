@@ -2,7 +2,7 @@
 //! WebSocket listener (the peer a user would pick instead), measured in the same run.
 //!
 //! # Layout
-//! - [`cli`]: the command line (`run`, `fabric`, `corpus`, and the hidden `worker`).
+//! - [`cli`]: the command line (`run`, `fabric`, `idle`, `corpus`, and the hidden `worker`).
 //! - [`run`]: the coordinator of one measured run: worker processes, warm-up, publisher,
 //!   counting, CPU and memory from `/proc`.
 //! - [`worker`]: a worker process: opens its connections, then counts (and for a sample,
@@ -12,6 +12,7 @@
 //! - [`payload`]: the published payloads (room, sequence, timestamp, padded to a size).
 //! - [`fabric`]: nats-server, gateway and distributor started for a workload.
 //! - [`corpus`]: the compression corpus (seed 001's table) and compression costs.
+//! - [`idle`]: memory per idle connection, per transport and for the peer.
 //! - [`report`], [`procfs`], [`http`], [`plan`]: tables, `/proc`, a tiny HTTP client, and
 //!   the coordinator-worker protocol.
 
@@ -20,6 +21,7 @@ pub mod corpus;
 pub mod count;
 pub mod fabric;
 pub mod http;
+pub mod idle;
 pub mod payload;
 pub mod plan;
 pub mod procfs;

@@ -1,0 +1,508 @@
+//! `danmu-load idle`: memory per idle connection, per transport, beside nats-server's own
+//! WebSocket listener measured in the same run.
+//!
+//! 1. Starts one real nats-server (JetStream on, its WebSocket listener on) and a token key.
+//! 2. Peer (`nats-ws`): samples nats-server's VmRSS until stable, opens N WebSocket connections
+//!    to its own listener, each subscribing to `danmu.edge.room.<k>` (100 rooms) and waiting
+//!    for PONG, samples again until stable, checks every connection is still open, closes them
+//!    and waits for the server to count 0 clients.
+//! 3. Each gateway transport (`ws`, `tcp`): a FRESH `danmu-gateway` child process (so one
+//!    transport never reuses memory the previous one freed), ready when its health report is in
+//!    the nodes KV bucket and a probe client per transport authenticates; VmRSS sampled until
+//!    stable, N connections opened (WebSocket upgrade on `/sub` or raw TCP, AUTH with a valid
+//!    token into one of 100 rooms, AUTH_REPLY code 0), sampled again until stable, every
+//!    connection checked still open and silent, gateway stopped (SIGTERM).
+//!
+//! "Stable" means two consecutive samples 200 ms apart within 1 %. The figure is
+//! (RSS after - RSS before) / N, in KiB.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use bytes::BytesMut;
+use clap::ValueEnum;
+use danmu_proto::websocket;
+use danmu_tests::client::{Client, Transport};
+use futures::{StreamExt as _, TryStreamExt as _};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::fabric::{Fabric, FabricOptions};
+use crate::procfs;
+
+/// Rooms the connections are spread over.
+const ROOMS: u64 = 100;
+/// First room id.
+const FIRST_ROOM: u64 = 1001;
+/// The gateway's protocol version for AUTH (3 = brotli, what current web clients ask for).
+const PROTOVER: u16 = 3;
+/// RSS sampling: interval, relative tolerance between two samples, and deadline.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+const STABLE_WITHIN: f64 = 0.01;
+const STABLE_DEADLINE: Duration = Duration::from_secs(60);
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// File descriptors this process needs besides the connections.
+const FD_MARGIN: u64 = 256;
+
+/// What holds the idle connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdleTarget {
+    /// nats-server's own WebSocket listener (the peer).
+    NatsWs,
+    /// Our gateway over WebSocket.
+    Ws,
+    /// Our gateway over TCP.
+    Tcp,
+}
+
+impl IdleTarget {
+    fn label(self) -> &'static str {
+        match self {
+            IdleTarget::NatsWs => "nats-server websocket",
+            IdleTarget::Ws => "gateway websocket",
+            IdleTarget::Tcp => "gateway tcp",
+        }
+    }
+
+    /// The SPEC's bar, KiB per connection.
+    fn bar_kib(self) -> Option<f64> {
+        match self {
+            IdleTarget::NatsWs => None,
+            IdleTarget::Ws => Some(4.0),
+            IdleTarget::Tcp => Some(3.0),
+        }
+    }
+}
+
+pub struct IdleOptions {
+    pub connections: usize,
+    pub targets: Vec<IdleTarget>,
+    pub concurrency: usize,
+    pub gateway_bin: std::path::PathBuf,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub target: String,
+    pub connections: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub kib_per_conn: f64,
+    /// Seconds taken to open (and authenticate) every connection.
+    pub open_secs: f64,
+    /// peer KiB/conn ÷ this KiB/conn (gateway rows, when the peer was measured).
+    pub ratio: Option<f64>,
+    pub bar_kib: Option<f64>,
+    pub bar_met: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdleReport {
+    pub machine: String,
+    pub nats_server: String,
+    pub connections: usize,
+    pub rooms: u64,
+    pub rows: Vec<Measurement>,
+}
+
+pub async fn run(options: &IdleOptions) -> anyhow::Result<IdleReport> {
+    let n = options.connections;
+    ensure!(n > 0, "--connections must be at least 1");
+    ensure!(options.concurrency > 0, "--concurrency must be at least 1");
+    procfs::raise_fd_limit(n as u64 + FD_MARGIN)?;
+    ensure!(
+        options.gateway_bin.is_file() || options.targets == [IdleTarget::NatsWs],
+        "{} not found: run `cargo build --release -p danmu-gateway` first (or pass --gateway-bin)",
+        options.gateway_bin.display()
+    );
+    let fabric = Fabric::start(&FabricOptions {
+        gateway_bin: options.gateway_bin.clone(),
+        distributor_bin: Default::default(),
+        gateway_toml: String::new(),
+        distributor_toml: String::new(),
+        services: false,
+    })
+    .await?;
+    let mut rows: Vec<Measurement> = Vec::new();
+    // The peer first, so the gateway rows can carry the ratio.
+    let mut targets = options.targets.clone();
+    targets.sort_by_key(|t| *t != IdleTarget::NatsWs);
+    targets.dedup();
+    for target in targets {
+        if options.verbose {
+            eprintln!("danmu-load idle: {n} connections to {}", target.label());
+        }
+        let mut row = match target {
+            IdleTarget::NatsWs => measure_peer(&fabric, n, options.concurrency).await,
+            IdleTarget::Ws | IdleTarget::Tcp => {
+                measure_gateway(
+                    &fabric,
+                    &options.gateway_bin,
+                    target,
+                    n,
+                    options.concurrency,
+                )
+                .await
+            }
+        }
+        .with_context(|| format!("measuring {}", target.label()))?;
+        let peer = rows.iter().find(|r| r.target == IdleTarget::NatsWs.label());
+        row.ratio = peer
+            .filter(|_| target != IdleTarget::NatsWs)
+            .map(|p| p.kib_per_conn / row.kib_per_conn.max(f64::MIN_POSITIVE));
+        row.bar_kib = target.bar_kib();
+        row.bar_met = row.bar_kib.map(|bar| row.kib_per_conn <= bar);
+        rows.push(row);
+    }
+    Ok(IdleReport {
+        machine: crate::report::machine(),
+        nats_server: crate::fabric::nats_server_version(),
+        connections: n,
+        rooms: ROOMS,
+        rows,
+    })
+}
+
+pub fn table(report: &IdleReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>11} {:>11} {:>11} {:>9} {:>7} {:>5} {:>8}",
+        "target", "connections", "RSS before", "RSS after", "KiB/conn", "ratio", "bar", "met"
+    );
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    for row in &report.rows {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>11} {:>11} {:>11} {:>9.2} {:>7} {:>5} {:>8}",
+            row.target,
+            row.connections,
+            mib(row.rss_before_kib),
+            mib(row.rss_after_kib),
+            row.kib_per_conn,
+            row.ratio.map_or("-".into(), |r| format!("{r:.1}x")),
+            row.bar_kib.map_or("-".into(), |b| format!("≤{b}")),
+            match row.bar_met {
+                None => "-",
+                Some(true) => "met",
+                Some(false) => "NOT met",
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "({} rooms; machine: {}; nats-server {}; KiB/conn = (RSS after - RSS before) / connections; \
+         ratio = peer KiB/conn ÷ ours)",
+        report.rooms, report.machine, report.nats_server
+    );
+    out
+}
+
+/// Samples VmRSS every 200 ms until two consecutive samples are within 1 %.
+async fn stable_rss(pid: u32) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + STABLE_DEADLINE;
+    let mut last = procfs::rss_kib(pid)?;
+    loop {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        let now = procfs::rss_kib(pid)?;
+        if (now as f64 - last as f64).abs() <= last as f64 * STABLE_WITHIN {
+            return Ok(now);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "RSS of pid {pid} did not settle within {STABLE_DEADLINE:?} (last samples {last} and {now} KiB)"
+        );
+        last = now;
+    }
+}
+
+fn room_of(i: usize) -> u64 {
+    FIRST_ROOM + i as u64 % ROOMS
+}
+
+fn measurement(target: IdleTarget, n: usize, before: u64, after: u64, open: f64) -> Measurement {
+    Measurement {
+        target: target.label().into(),
+        connections: n,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_conn: after.saturating_sub(before) as f64 / n as f64,
+        open_secs: open,
+        ratio: None,
+        bar_kib: None,
+        bar_met: None,
+    }
+}
+
+async fn measure_gateway(
+    fabric: &Fabric,
+    bin: &Path,
+    target: IdleTarget,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Measurement> {
+    let (ws, tcp) = (crate::fabric::free_addr(), crate::fabric::free_addr());
+    let name = format!("gateway-{target:?}").to_lowercase();
+    let mut gateway = fabric
+        .spawn_gateway(&name, bin, (ws, tcp), None, "")
+        .await?;
+    let pid = gateway.pid();
+    let before = stable_rss(pid).await?;
+    let (transport, addr) = match target {
+        IdleTarget::Tcp => (Transport::Tcp, tcp),
+        _ => (Transport::WebSocket, ws),
+    };
+    let keys = &fabric.keys;
+    let started = Instant::now();
+    let mut clients: Vec<Client> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            danmu_tests::room::join(keys, transport, addr, i as u64 + 1, room_of(i), PROTOVER)
+                .await
+                .with_context(|| format!("connection {i} of {n} to {addr}"))
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await
+        .map_err(|e| match gateway.check_running() {
+            Ok(()) => e,
+            Err(exited) => e.context(exited.to_string()),
+        })?;
+    let open_secs = started.elapsed().as_secs_f64();
+    let after = stable_rss(pid).await?;
+    gateway.check_running()?;
+    // Every connection must still be open and silent, or the figure means nothing.
+    let closed = futures::stream::iter(clients.iter_mut())
+        .map(|client| async move {
+            match client.next(Duration::from_millis(100)).await {
+                Err(_) => None,
+                Ok(event) => Some(format!("{event:?}")),
+            }
+        })
+        .buffer_unordered(concurrency.max(1000))
+        .filter_map(|x| async move { x })
+        .collect::<Vec<_>>()
+        .await;
+    ensure!(
+        closed.is_empty(),
+        "{} of {n} gateway connections were not idle at the end, e.g. {}",
+        closed.len(),
+        closed[0]
+    );
+    drop(clients);
+    drop(gateway);
+    Ok(measurement(target, n, before, after, open_secs))
+}
+
+async fn measure_peer(
+    fabric: &Fabric,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Measurement> {
+    let server = &fabric.nats;
+    let pid = server.pid();
+    let addr = fabric.nats_ws_addr();
+    // One probe first, so the listener's first-use costs are in the baseline as for the gateway.
+    drop(nats_ws_subscribe(addr, FIRST_ROOM).await.context("probe")?);
+    wait_no_clients(server).await?;
+    let before = stable_rss(pid).await?;
+    let started = Instant::now();
+    let mut streams: Vec<TcpStream> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            nats_ws_subscribe(addr, room_of(i))
+                .await
+                .with_context(|| format!("connection {i} of {n} to nats-server at {addr}"))
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    let open_secs = started.elapsed().as_secs_f64();
+    let after = stable_rss(pid).await?;
+    let closed = futures::stream::iter(streams.iter_mut())
+        .map(|stream| async move {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(100), stream.peek(&mut byte)).await {
+                Err(_) | Ok(Ok(1..)) => false,
+                Ok(Ok(0) | Err(_)) => true,
+            }
+        })
+        .buffer_unordered(concurrency.max(1000))
+        .filter(|closed| std::future::ready(*closed))
+        .count()
+        .await;
+    ensure!(
+        closed == 0,
+        "{closed} of {n} nats-server WebSocket connections closed before the end"
+    );
+    drop(streams);
+    wait_no_clients(server).await?;
+    Ok(measurement(IdleTarget::NatsWs, n, before, after, open_secs))
+}
+
+async fn wait_no_clients(server: &danmu_tests::NatsServer) -> anyhow::Result<()> {
+    danmu_tests::eventually(
+        "nats-server to count 0 client connections",
+        READY_DEADLINE,
+        async || -> anyhow::Result<Option<()>> {
+            let varz = server.monitor_json("/varz").await?;
+            Ok((varz["connections"].as_u64() == Some(0)).then_some(()))
+        },
+    )
+    .await
+}
+
+/// A WebSocket connection to nats-server that has subscribed to room `room`'s edge subject and
+/// seen the PONG to its PING.
+async fn nats_ws_subscribe(addr: SocketAddr, room: u64) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let request = websocket::client_request(&addr.to_string(), "/", "dGhlIHNhbXBsZSBub25jZQ==");
+    stream.write_all(&request).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = tokio::time::Instant::now() + READY_DEADLINE;
+    let read = async |stream: &mut TcpStream, buf: &mut BytesMut| -> anyhow::Result<()> {
+        let n = tokio::time::timeout_at(deadline, stream.read_buf(buf))
+            .await
+            .context("timed out")??;
+        ensure!(n > 0, "nats-server closed the connection");
+        Ok(())
+    };
+    loop {
+        if let Some((status, consumed)) = websocket::parse_response(&buf)? {
+            ensure!(status == 101, "upgrade refused with HTTP {status}");
+            let _ = buf.split_to(consumed);
+            break;
+        }
+        read(&mut stream, &mut buf).await?;
+    }
+    let mut decoder = websocket::Decoder::new(websocket::Role::Client, 1 << 20);
+    // NATS protocol text carried by the WebSocket messages so far.
+    let mut text = Vec::new();
+    let mut sent = false;
+    loop {
+        while let Some(message) = decoder.decode(&mut buf)? {
+            match message {
+                websocket::Message::Binary(payload) | websocket::Message::Text(payload) => {
+                    text.extend_from_slice(&payload)
+                }
+                websocket::Message::Close(why) => bail!("nats-server closed: {why:?}"),
+                websocket::Message::Ping(_) | websocket::Message::Pong(_) => {}
+            }
+        }
+        let body = String::from_utf8_lossy(&text);
+        if let Some(err) = body.lines().find(|l| l.starts_with("-ERR")) {
+            bail!("nats-server: {err}");
+        }
+        if !sent && body.starts_with("INFO ") && body.contains("\r\n") {
+            let commands = format!(
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\n\
+                 SUB {} 1\r\nPING\r\n",
+                crate::plan::peer_subject(room)
+            );
+            let frame = websocket::client_frame(
+                websocket::opcode::BINARY,
+                commands.as_bytes(),
+                [0x37, 0xfa, 0x21, 0x3d],
+            );
+            stream.write_all(&frame).await?;
+            sent = true;
+        }
+        if sent && body.contains("PONG\r\n") {
+            return Ok(stream);
+        }
+        read(&mut stream, &mut buf).await?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sizes of what the gateway keeps per connection.
+
+/// An edge source that never delivers: enough to build the gateway's shared state.
+struct NoEdge;
+
+impl danmu_gateway::groups::EdgeSource for NoEdge {
+    fn subscribe(&self, _group: Arc<danmu_gateway::groups::Group>) -> tokio::task::AbortHandle {
+        tokio::spawn(std::future::pending::<()>()).abort_handle()
+    }
+}
+
+/// The sizes of the gateway's per-connection types, the connection task's future first.
+pub async fn print_sizes() -> anyhow::Result<()> {
+    use danmu_gateway::conn::{self, ConnLimits, Input, Shared};
+    use danmu_gateway::session::{Action, Session, SessionConfig};
+    use std::mem::{size_of, size_of_val};
+
+    let keys = danmu_tests::fabric::Keys::generate();
+    let stats = Arc::new(danmu_gateway::Stats::default());
+    let defaults = danmu_gateway::Config::default();
+    let shared = Arc::new(Shared::new(
+        SessionConfig {
+            auth_timeout: defaults.auth_timeout(),
+            heartbeat_timeout: defaults.heartbeat_timeout(),
+        },
+        danmu_proto::token::TokenVerifier::from_public_pem(&keys.public_pem)?,
+        danmu_gateway::groups::Groups::new(Box::new(NoEdge), stats.clone()),
+        defaults.region.clone(),
+        stats,
+        ConnLimits::from_config(&defaults),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let stream = TcpStream::connect(listener.local_addr()?).await?;
+    let other = TcpStream::connect(listener.local_addr()?).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let outbound = danmu_gateway::outbound::Outbound::new(defaults.outbound_queue_bytes);
+    // Futures built, never polled: their sizes are what a task stores.
+    let peer = other.local_addr()?;
+    let serve = conn::serve(stream, peer, danmu_gateway::edge::Transport::Tcp, shared);
+    let (readable, writable) = (other.readable(), other.writable());
+    let (cancelled, ready) = (cancel.cancelled(), outbound.ready());
+    let rows = [
+        (
+            "conn::serve future (+ ~100 B task header/trailer, allocation 128-aligned)",
+            size_of_val(&serve),
+        ),
+        ("session::Session", size_of::<Session>()),
+        ("conn::Inbound", size_of::<conn::Inbound>()),
+        (
+            "rooms::Member (in an Arc)",
+            size_of::<danmu_gateway::groups::Member>(),
+        ),
+        (
+            "outbound::Outbound",
+            size_of::<danmu_gateway::outbound::Outbound>(),
+        ),
+        ("session::Action (Vec kept by run)", size_of::<Action>()),
+        ("conn::Input (Vec kept by run)", size_of::<Input>()),
+        ("tokio::net::TcpStream", size_of::<TcpStream>()),
+        (
+            "select branch: TcpStream::readable()",
+            size_of_val(&readable),
+        ),
+        (
+            "select branch: TcpStream::writable()",
+            size_of_val(&writable),
+        ),
+        (
+            "select branch: CancellationToken::cancelled()",
+            size_of_val(&cancelled),
+        ),
+        ("select branch: Outbound::ready()", size_of_val(&ready)),
+        (
+            "select branch: tokio::time::Sleep",
+            size_of::<tokio::time::Sleep>(),
+        ),
+    ];
+    drop((serve, readable, writable, cancelled, ready));
+    for (what, bytes) in rows {
+        println!("{bytes:>6} B  {what}");
+    }
+    Ok(())
+}
