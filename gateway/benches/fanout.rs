@@ -25,9 +25,11 @@ use danmu_proto::subjects::Scope;
 struct NoEdge;
 
 impl EdgeSource for NoEdge {
-    fn subscribe(&self, _group: Arc<Group>) -> tokio::task::AbortHandle {
-        tokio::spawn(std::future::pending::<()>()).abort_handle()
+    fn subscribe(&self, _group: Arc<Group>) -> u64 {
+        0
     }
+
+    fn unsubscribe(&self, _id: u64) {}
 }
 
 /// A 20-message batch of 100-byte danmu, brotli as the distributor publishes it.

@@ -13,7 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use danmu_proto::internal::{self, EdgeBatch};
 use danmu_proto::subjects::Scope;
-use tokio::task::AbortHandle;
 
 use crate::edge::{self, Dedup, Fresh, Transport, Variants};
 use crate::outbound::{Outbound, Push};
@@ -27,10 +26,11 @@ pub struct Member {
     pub outbound: Outbound,
 }
 
-/// Starts the delivery of a group's edge batches to `Group::deliver`; aborting the returned
-/// handle stops it. NATS in production, a recorder in tests.
+/// Starts the delivery of a group's edge batches to `Group::deliver`, and stops it by the id
+/// `subscribe` returned. NATS in production, a recorder in tests.
 pub trait EdgeSource: Send + Sync + 'static {
-    fn subscribe(&self, group: Arc<Group>) -> AbortHandle;
+    fn subscribe(&self, group: Arc<Group>) -> u64;
+    fn unsubscribe(&self, id: u64);
 }
 
 /// Limits applied while delivering.
@@ -46,7 +46,7 @@ pub struct Group {
     pub scope: Scope,
     members: Mutex<HashMap<u64, Arc<Member>>>,
     dedup: Mutex<Dedup>,
-    subscription: Mutex<Option<AbortHandle>>,
+    subscription: Mutex<Option<u64>>,
 }
 
 impl Group {
@@ -177,7 +177,7 @@ impl Groups {
         if empty {
             if let Some(subscription) = group.subscription.lock().expect("subscription lock").take()
             {
-                subscription.abort();
+                self.source.unsubscribe(subscription);
             }
             if matches!(scope, Scope::Room(_)) {
                 self.stats.room_count(-1);
@@ -230,10 +230,11 @@ mod tests {
     }
 
     impl EdgeSource for Recorder {
-        fn subscribe(&self, _group: Arc<Group>) -> AbortHandle {
-            self.subscribed.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(std::future::pending::<()>()).abort_handle()
+        fn subscribe(&self, _group: Arc<Group>) -> u64 {
+            self.subscribed.fetch_add(1, Ordering::SeqCst) as u64
         }
+
+        fn unsubscribe(&self, _id: u64) {}
     }
 
     fn member(conn_id: u64, protover: u16) -> Arc<Member> {

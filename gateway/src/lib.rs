@@ -14,7 +14,8 @@
 //! - `conn`: the connection task, the only code touching client sockets.
 //! - `presence`: a connection's enter/exit events, plain code.
 //! - `online`: online counts summed across gateways (control's totals), plain code.
-//! - `nats_edge`: group subscriptions on NATS, one connection per priority.
+//! - `nats_edge`: group subscriptions on NATS, one connection per priority, through
+//!   `nats_wire`, the subscriber side of the NATS protocol as plain code.
 //! - `nats_presence`: enter/exit events, online reports and totals over NATS.
 //! - `report`: health reports into the nodes KV bucket.
 //! - `stats`: counters, as metrics and as atomics tests can read.
@@ -26,6 +27,7 @@ pub mod edge;
 pub mod groups;
 mod nats_edge;
 mod nats_presence;
+mod nats_wire;
 mod offline;
 pub mod online;
 pub mod outbound;
@@ -87,6 +89,7 @@ pub struct Gateway {
     shared: Arc<conn::Shared>,
     client: async_nats::Client,
     stop: CancellationToken,
+    edge_stop: CancellationToken,
     tasks: JoinSet<()>,
     /// Event publisher and totals follower: they outlive the connections.
     background: JoinSet<()>,
@@ -97,23 +100,16 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     let verifier = TokenVerifier::from_public_pem(&config.public_key_pem()?)
         .context("reading the token public key")?;
     let node_id = config.node_id();
-    // One connection per priority: low-priority floods never queue ahead of high priority.
     let stats = Arc::new(Stats::default());
+    // Edge batches come through our own subscriber (one connection per priority, `nats_edge`);
+    // these two async-nats connections carry everything else: offline pushes, health and
+    // online reports, presence events (the first), upstream danmu (the second, so a flood of
+    // them never queues ahead of the rest).
+    let edge_servers = nats_edge::parse_servers(&config.nats_url)?;
     let connect = |label: &'static str| {
-        let stats = stats.clone();
         let options = async_nats::ConnectOptions::new()
             .name(format!("danmu-gateway {node_id} {label}"))
-            .retry_on_initial_connect()
-            // A group task that cannot keep up loses whole batches in the client: the gateway
-            // itself is behind. Counted per priority (the batches' sizes are unknown by then).
-            .event_callback(move |event| {
-                let stats = stats.clone();
-                async move {
-                    if let async_nats::Event::SlowConsumer(_) = event {
-                        stats.gateway_behind(label);
-                    }
-                }
-            });
+            .retry_on_initial_connect();
         let url = config.nats_url.clone();
         async move {
             options
@@ -122,21 +118,23 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
                 .with_context(|| format!("connecting to NATS at {url}"))
         }
     };
-    let client = connect("hi").await?;
-    let low_client = connect("lo").await?;
+    let client = connect("control").await?;
+    let upstream_nats = connect("upstream").await?;
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let limits = groups::DeliveryLimits {
         max_raw_batch: config.max_batch_bytes,
         brotli_quality: config.brotli_quality,
     };
-    let upstream_nats = low_client.clone();
-    let edge_source = nats_edge::NatsEdge {
-        high: client.clone(),
-        low: low_client,
+    // Stopped only after the connections are gone: draining members keep receiving.
+    let edge_stop = CancellationToken::new();
+    let edge_source = nats_edge::NatsEdge::start(
+        edge_servers,
+        &format!("danmu-gateway {node_id}"),
         limits,
-        stats: stats.clone(),
-    };
+        stats.clone(),
+        edge_stop.clone(),
+    );
     let mut shared = conn::Shared::new(
         session::SessionConfig {
             auth_timeout: config.auth_timeout(),
@@ -239,6 +237,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         shared,
         client,
         stop,
+        edge_stop,
         tasks,
         background,
     })
@@ -298,6 +297,7 @@ impl Gateway {
             events.flushed(&self.client, Duration::from_secs(2)).await;
         }
         self.background.abort_all();
+        self.edge_stop.cancel();
     }
 }
 

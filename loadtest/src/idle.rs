@@ -428,9 +428,11 @@ async fn nats_ws_subscribe(addr: SocketAddr, room: u64) -> anyhow::Result<TcpStr
 struct NoEdge;
 
 impl danmu_gateway::groups::EdgeSource for NoEdge {
-    fn subscribe(&self, _group: Arc<danmu_gateway::groups::Group>) -> tokio::task::AbortHandle {
-        tokio::spawn(std::future::pending::<()>()).abort_handle()
+    fn subscribe(&self, _group: Arc<danmu_gateway::groups::Group>) -> u64 {
+        0
     }
+
+    fn unsubscribe(&self, _id: u64) {}
 }
 
 /// The sizes of the gateway's per-connection types, the connection task's future first.
