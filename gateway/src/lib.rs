@@ -164,10 +164,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         config.region.clone(),
         shared.online.clone(),
     ));
-    let started_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
+    let started_unix_ms = unix_millis();
     shared.upstream = Some(upstream::Upstream::start(
         &config.upstream,
         &node_id,
@@ -299,6 +296,14 @@ impl Gateway {
         self.background.abort_all();
         self.edge_stop.cancel();
     }
+}
+
+/// Wall-clock time in unix milliseconds, as events and reports carry it.
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// Runs until `shutdown` resolves.

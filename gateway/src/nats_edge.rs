@@ -177,9 +177,7 @@ impl Link {
             match served {
                 Ok(()) => return, // the gateway dropped its edge: shutting down
                 Err(error) => {
-                    if attempt > 0 || !error.to_string().contains("connecting") {
-                        tracing::warn!(%error, server = %server.addr, link = %self.name, "edge link down; reconnecting");
-                    }
+                    tracing::warn!(%error, server = %server.addr, link = %self.name, "edge link down; reconnecting");
                     if error.to_string().contains("Slow Consumer") {
                         self.stats
                             .gateway_behind(self.subscriptions.priority.token());

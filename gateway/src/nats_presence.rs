@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use danmu_proto::internal::{OnlineReport, OnlineTotals, RoomCount};
 use danmu_proto::presence::PresenceEvent;
@@ -112,10 +112,7 @@ pub async fn report_online(
             .map(|(room, count)| RoomCount { room, count })
             .collect(),
         interval_ms: interval.as_millis() as u32,
-        reported_unix_millis: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64,
+        reported_unix_millis: crate::unix_millis() as i64,
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

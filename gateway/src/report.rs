@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
@@ -49,10 +49,7 @@ impl Reporter {
             connections,
             rooms: self.stats.rooms.load(Ordering::Relaxed).max(0) as u64,
             load: connections as f64 / self.capacity as f64,
-            reported_unix_millis: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as i64,
+            reported_unix_millis: crate::unix_millis() as i64,
             ..self.node.clone()
         }
     }

@@ -27,6 +27,7 @@ use crate::presence::{Origin, Presence};
 use crate::reach::{Reach, ReachConfig, ReachCounts};
 use crate::session::{Action, CloseReason, Identity, Session, SessionConfig};
 use crate::stats::Stats;
+use crate::unix_millis;
 use danmu_proto::subjects::Scope;
 use danmu_proto::token::TokenVerifier;
 
@@ -500,10 +501,7 @@ impl Conn {
     /// Decides on an upstream danmu and queues the reply; a flood closes.
     fn upstream(&mut self, seq: u32, room: u64, body: &[u8]) -> Option<CloseReason> {
         let identity = self.session.identity()?;
-        let now_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+        let now_unix_ms = unix_millis();
         let sender = crate::upstream::Sender {
             uid: identity.uid,
             device: &identity.device,
@@ -626,13 +624,6 @@ impl Conn {
 fn drain_frame() -> Bytes {
     let body = br#"{"reason":"shutdown","reconnect_after_ms":0}"#;
     frame::Frame::new(frame::version::CONTROL, frame::op::DRAIN, 1, &body[..]).to_bytes()
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
