@@ -149,7 +149,7 @@ fn fanout(c: &mut Criterion) {
                     for member in &room.members {
                         member
                             .outbound
-                            .drain_into(&mut scratch, usize::MAX, |b, q| q.push_back(b));
+                            .drain_into(0, usize::MAX, |b, _| scratch.push_back(b));
                         scratch.clear();
                     }
                 }
@@ -167,7 +167,7 @@ fn fanout(c: &mut Criterion) {
     g.bench_function("push_then_drain_one", |b| {
         b.iter(|| {
             black_box(outbound.push(packet.clone(), false, 20));
-            outbound.drain_into(&mut into, 64 * 1024, |b, q| q.push_back(b));
+            outbound.drain_into(0, 64 * 1024, |b, _| into.push_back(b));
             into.clear();
         })
     });

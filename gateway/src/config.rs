@@ -60,6 +60,15 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Upstream danmu: limits, deny lists, word filter, demo echo (`[upstream]`).
     pub upstream: crate::upstream::UpstreamConfig,
+    /// Replies queued for one connection and not yet written (pongs, heartbeat, room-change
+    /// and upstream replies), in bytes; past it the connection closes (`reply_backlog`).
+    pub reply_queue_bytes: usize,
+    /// Most client connections held at once; past it new ones get close 1013 (WebSocket) or a
+    /// plain close (TCP), counted in `danmu_gateway_connections_refused_total`. Unset: no cap.
+    pub max_connections: Option<usize>,
+    /// Load balancers (addresses or CIDR networks) whose `X-Forwarded-For` names the client:
+    /// deny lists, upstream `Danmu-Ip` and logs then see the client, not the balancer.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Config {
@@ -75,8 +84,8 @@ impl Default for Config {
             advertise_host: "127.0.0.1".into(),
             auth_timeout_ms: 10_000,
             heartbeat_timeout_ms: 90_000,
-            max_packet_bytes: 16 * 1024,
-            max_ws_message_bytes: 16 * 1024,
+            max_packet_bytes: danmu_proto::frame::DEFAULT_MAX_PACKET_LEN,
+            max_ws_message_bytes: danmu_proto::frame::DEFAULT_MAX_PACKET_LEN,
             max_handshake_bytes: 8 * 1024,
             outbound_queue_bytes: 1024 * 1024,
             write_stall_timeout_ms: 10_000,
@@ -96,6 +105,9 @@ impl Default for Config {
             online_report_ms: 1_000,
             metrics_listen: None,
             upstream: Default::default(),
+            reply_queue_bytes: 64 * 1024,
+            max_connections: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -216,6 +228,18 @@ impl Config {
         }
         if self.online_report_ms < 100 {
             return invalid("online_report_ms", "must be at least 100");
+        }
+        if self.reply_queue_bytes < 1024 {
+            return invalid("reply_queue_bytes", "must be at least 1024");
+        }
+        if self.max_connections == Some(0) {
+            return invalid(
+                "max_connections",
+                "must be at least 1 (unset it for no cap)",
+            );
+        }
+        if let Err(reason) = crate::upstream::moderation::parse_nets(&self.trusted_proxies) {
+            return invalid("trusted_proxies", &reason);
         }
         if self.capacity == 0 {
             return invalid("capacity", "must be at least 1");

@@ -8,33 +8,11 @@
 
 use bytes::{Bytes, BytesMut};
 use danmu_proto::internal::EdgeBatch;
-use danmu_proto::{batch, frame, websocket};
+use danmu_proto::{batch, frame};
 
 use crate::stats::Stats;
 
-/// How a connection's bytes are framed on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    WebSocket,
-    Tcp,
-}
-
-impl Transport {
-    pub fn label(self) -> &'static str {
-        match self {
-            Transport::WebSocket => "ws",
-            Transport::Tcp => "tcp",
-        }
-    }
-
-    /// Wraps a GOIM packet (or a run of them) as this transport sends it.
-    pub fn wrap(self, packets: &[u8]) -> Bytes {
-        match self {
-            Transport::WebSocket => websocket::server_binary(packets),
-            Transport::Tcp => Bytes::copy_from_slice(packets),
-        }
-    }
-}
+pub use crate::transport::Transport;
 
 /// zlib level for protover-2 members: built once per batch, so a good ratio is affordable.
 const ZLIB_LEVEL: u32 = 6;
@@ -191,9 +169,12 @@ mod tests {
     fn bodies(bytes: &Bytes, transport: Transport) -> (u16, Vec<Bytes>) {
         let mut buf = BytesMut::from(&bytes[..]);
         if transport == Transport::WebSocket {
-            let mut decoder = websocket::Decoder::new(websocket::Role::Client, 1 << 20);
+            let mut decoder =
+                danmu_proto::websocket::Decoder::new(danmu_proto::websocket::Role::Client, 1 << 20);
             match decoder.decode(&mut buf).unwrap().unwrap() {
-                websocket::Message::Binary(payload) => buf = BytesMut::from(&payload[..]),
+                danmu_proto::websocket::Message::Binary(payload) => {
+                    buf = BytesMut::from(&payload[..])
+                }
                 other => panic!("{other:?}"),
             }
         }

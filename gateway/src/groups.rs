@@ -304,9 +304,8 @@ mod tests {
         assert_eq!(crate::stats::get(&stats.batches_duplicate), 1);
         assert_eq!(crate::stats::get(&stats.zlib_encodes), 1);
         for m in &members {
-            let mut out = Default::default();
-            m.outbound
-                .drain_into(&mut out, usize::MAX, |b, q| q.push_back(b));
+            let mut out = Vec::new();
+            m.outbound.drain_into(0, usize::MAX, |b, _| out.push(b));
             assert_eq!(out.len(), 1);
         }
     }

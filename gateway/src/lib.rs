@@ -4,14 +4,20 @@
 //!
 //! # Layout
 //! - `config`: the TOML configuration and its validation.
-//! - `session`: one connection's protocol state (auth, heartbeat, timeouts), plain code.
+//! - `connection`: one client connection as a plain state machine (upgrade, session, presence,
+//!   reach, drain, stall, reply and low-priority budgets, close), driven with an explicit
+//!   clock; `CloseReason` lives there.
+//! - `session`: the GOIM protocol rules of a connection (auth, heartbeat, room change), plain
+//!   code used by `connection`.
+//! - `transport`: WebSocket or TCP framing, the one fact both fan-out and connection need.
 //! - `groups`: which connections each push target (room, user, device, region, everyone)
 //!   reaches here, and the fan-out of a batch to them.
 //! - `edge`: a batch's per-protover, per-transport encodings (built once) and de-duplication.
 //! - `offline`: a user's waiting offline pushes, read and removed on connect.
 //! - `reach`: high reach (delivery ids, ACKs, retries) for one connection, plain code.
 //! - `outbound`: the bounded per-connection queue between fan-out and socket.
-//! - `conn`: the connection task, the only code touching client sockets.
+//! - `conn`: the connection task, the only code touching client sockets: thin glue around
+//!   `connection`, over the `conn::Socket` interface.
 //! - `presence`: a connection's enter/exit events, plain code.
 //! - `online`: online counts summed across gateways (control's totals), plain code.
 //! - `nats_edge`: group subscriptions on NATS, one connection per priority, through
@@ -23,6 +29,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod connection;
 pub mod edge;
 pub mod groups;
 mod nats_edge;
@@ -36,6 +43,7 @@ pub mod reach;
 mod report;
 pub mod session;
 pub mod stats;
+pub mod transport;
 pub mod upstream;
 
 use std::future::Future;
@@ -48,11 +56,12 @@ use danmu_proto::token::TokenVerifier;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use stats::Stats;
 
-use crate::edge::Transport;
+use crate::transport::Transport;
 
 /// Bound listeners; tests bind `127.0.0.1:0` and pass them in.
 #[derive(Default)]
@@ -91,6 +100,8 @@ pub struct Gateway {
     stop: CancellationToken,
     edge_stop: CancellationToken,
     tasks: JoinSet<()>,
+    /// Every connection task: shutdown waits for them to end.
+    connections: TaskTracker,
     /// Event publisher and totals follower: they outlive the connections.
     background: JoinSet<()>,
 }
@@ -135,49 +146,57 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         stats.clone(),
         edge_stop.clone(),
     );
-    let mut shared = conn::Shared::new(
-        session::SessionConfig {
-            auth_timeout: config.auth_timeout(),
-            heartbeat_timeout: config.heartbeat_timeout(),
-        },
-        verifier,
-        groups::Groups::new(Box::new(edge_source), stats.clone()),
-        config.region.clone(),
-        stats.clone(),
-        conn::ConnLimits::from_config(&config),
-        stopped.clone(),
-    );
-    shared.offline = Some(async_nats::jetstream::new(client.clone()));
-    shared.brotli_quality = config.brotli_quality;
-    shared.origin.gateway = node_id.clone();
-    shared.online = Arc::new(std::sync::RwLock::new(online::Totals::new(
+    let online = Arc::new(std::sync::RwLock::new(online::Totals::new(
         config.online_totals_max_age(),
     )));
     let mut background = JoinSet::new();
-    if config.presence_events {
+    let events = if config.presence_events {
         let (sink, publisher) = nats_presence::EventSink::start(client.clone(), stats.clone());
-        shared.events = Some(sink);
         background.spawn(publisher);
-    }
+        Some(sink)
+    } else {
+        None
+    };
     background.spawn(nats_presence::follow_totals(
         client.clone(),
         config.region.clone(),
-        shared.online.clone(),
+        online.clone(),
     ));
     let started_unix_ms = unix_millis();
-    shared.upstream = Some(upstream::Upstream::start(
+    let upstream = upstream::Upstream::start(
         &config.upstream,
         &node_id,
         &config.region,
         upstream_nats,
         stats.clone(),
         started_unix_ms,
-    )?);
+    )?;
+    let trusted_proxies = upstream::moderation::parse_nets(&config.trusted_proxies)
+        .map_err(|reason| anyhow::anyhow!("trusted_proxies: {reason}"))?;
+    let shared = conn::Shared {
+        limits: connection::Limits::from_config(&config),
+        verifier,
+        groups: groups::Groups::new(Box::new(edge_source), stats.clone()),
+        origin: presence::Origin {
+            gateway: node_id.clone(),
+            region: config.region.clone(),
+        },
+        stats: stats.clone(),
+        shutdown: stopped.clone(),
+        offline: Some(async_nats::jetstream::new(client.clone())),
+        brotli_quality: config.brotli_quality,
+        events,
+        online,
+        upstream: Some(upstream),
+        trusted_proxies,
+        next_id: std::sync::atomic::AtomicU64::new(1),
+    };
     let shared = Arc::new(shared);
 
     let ws_addr = listeners.ws.as_ref().map(|l| l.local_addr()).transpose()?;
     let tcp_addr = listeners.tcp.as_ref().map(|l| l.local_addr()).transpose()?;
     let mut tasks = JoinSet::new();
+    let connections = TaskTracker::new();
     for (listener, transport) in [
         (listeners.ws, Transport::WebSocket),
         (listeners.tcp, Transport::Tcp),
@@ -187,6 +206,8 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
                 listener,
                 transport,
                 shared.clone(),
+                config.max_connections,
+                connections.clone(),
                 stopped.clone(),
             ));
         }
@@ -217,9 +238,10 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         stats: stats.clone(),
     };
     tasks.spawn(reporter.run(stopped.clone()));
+    let counted = shared.clone();
     tasks.spawn(nats_presence::report_online(
         client.clone(),
-        shared.clone(),
+        move || counted.groups.room_counts(),
         node_id.clone(),
         config.region.clone(),
         config.online_report_interval(),
@@ -236,14 +258,19 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         stop,
         edge_stop,
         tasks,
+        connections,
         background,
     })
 }
 
+/// Accepts until stopped. Past `max_connections` a connection is still served, but only to be
+/// told to go (close 1013 on WebSocket, a plain close on TCP): existing ones notice nothing.
 async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
     shared: Arc<conn::Shared>,
+    max_connections: Option<usize>,
+    connections: TaskTracker,
     stop: CancellationToken,
 ) {
     loop {
@@ -251,7 +278,13 @@ async fn accept_loop(
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(conn::serve(stream, peer, transport, shared.clone()));
+                    let open = shared.stats.connections_open.load(std::sync::atomic::Ordering::Relaxed);
+                    let admitted = max_connections.is_none_or(|max| open < max as i64);
+                    let _ = stream.set_nodelay(true);
+                    if let Some(bytes) = shared.limits.socket_send_buffer {
+                        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+                    }
+                    connections.spawn(conn::serve(stream, peer, transport, shared.clone(), admitted));
                 }
                 Err(error) => {
                     // Out of file descriptors, mostly: back off instead of spinning.
@@ -279,15 +312,12 @@ impl Gateway {
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
-        let deadline = tokio::time::Instant::now() + grace;
-        while self
-            .stats
-            .connections_open
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-            && tokio::time::Instant::now() < deadline
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
         {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tracing::warn!(?grace, "connections still open after the grace period");
         }
         // The last connections' exits are on their way out; let them reach NATS.
         if let Some(events) = &self.shared.events {

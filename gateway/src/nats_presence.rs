@@ -17,7 +17,6 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::Shared;
 use crate::online::Totals;
 use crate::stats::Stats;
 
@@ -97,7 +96,7 @@ async fn publish_events(
 /// shutdown so control stops counting it at once.
 pub async fn report_online(
     client: async_nats::Client,
-    shared: Arc<Shared>,
+    room_counts: impl Fn() -> Vec<(u64, u32)>,
     node_id: String,
     region: String,
     interval: Duration,
@@ -121,7 +120,7 @@ pub async fn report_online(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let body = report(shared.groups.room_counts()).encode_to_vec();
+        let body = report(room_counts()).encode_to_vec();
         if let Err(error) = client.publish(subject.clone(), body.into()).await {
             tracing::warn!(%error, "publishing online counts");
         }

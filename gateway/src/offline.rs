@@ -78,3 +78,52 @@ pub fn encode(
         Transport::WebSocket => transport.wrap(&packets),
     }
 }
+
+/// Attempts at reading a user's offline pushes before giving up (counted as `failed`).
+const ATTEMPTS: u32 = 8;
+/// Wait before the second attempt; doubled for each next one (50 ms .. 6.4 s, ~12.7 s in all).
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Reads the user's waiting pushes in the background and queues them for `member` as high
+/// priority. A failed read (JetStream answers 503 while a consumer is placed in another
+/// region's stream, say) is retried with backoff and counted
+/// (`danmu_gateway_offline_reads_total{outcome="retried"}`), so a push is not left behind until
+/// the user's next connect; the pushes stay stored until a read succeeds.
+pub fn deliver_on_connect(
+    js: jetstream::Context,
+    uid: u64,
+    member: std::sync::Arc<crate::groups::Member>,
+    max: usize,
+    brotli_quality: u32,
+    stats: std::sync::Arc<crate::stats::Stats>,
+) {
+    tokio::spawn(async move {
+        let mut wait = FIRST_RETRY;
+        for attempt in 1..=ATTEMPTS {
+            if member.outbound.is_closed() {
+                return; // gone meanwhile: the pushes stay for the next connect
+            }
+            match take(&js, uid, max).await {
+                Ok(payloads) => {
+                    stats.offline_read("ok");
+                    if !payloads.is_empty() {
+                        let encoded =
+                            encode(&payloads, member.protover, member.transport, brotli_quality);
+                        member.outbound.push(encoded, true, payloads.len() as u32);
+                    }
+                    return;
+                }
+                Err(error) if attempt < ATTEMPTS => {
+                    stats.offline_read("retried");
+                    tracing::debug!(%error, uid, attempt, "offline pushes; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(error) => {
+                    stats.offline_read("failed");
+                    tracing::warn!(%error, uid, "offline pushes: giving up until the next connect");
+                }
+            }
+        }
+    });
+}

@@ -106,23 +106,23 @@ impl Outbound {
         result
     }
 
-    /// Moves queued items into `into` (the writer's local list): all high priority (each
-    /// through `on_high`, which may rewrite it, e.g. to add a delivery id), then low priority
-    /// until the writer holds `low_budget` bytes, so low priority already handed to the writer
-    /// never delays much high priority. Returns whether the queue overflowed, in which case the
-    /// connection must close as a slow consumer.
+    /// Hands queued items to `take` (the connection's write queue): all high priority first
+    /// (`take(item, true)`), then low priority (`take(item, false)`) until the write queue,
+    /// which already held `pending` bytes, holds `low_budget` bytes, so low priority already
+    /// handed over never delays much high priority. Returns whether the queue overflowed, in
+    /// which case the connection must close as a slow consumer.
     pub fn drain_into(
         &self,
-        into: &mut VecDeque<Bytes>,
+        mut pending: usize,
         low_budget: usize,
-        mut on_high: impl FnMut(Bytes, &mut VecDeque<Bytes>),
+        mut take: impl FnMut(Bytes, bool),
     ) -> bool {
         let mut queue = self.queue.lock().expect("outbound lock");
         while let Some(item) = queue.high.pop_front() {
             queue.bytes -= item.len();
-            on_high(item, into);
+            pending += item.len();
+            take(item, true);
         }
-        let mut pending: usize = into.iter().map(Bytes::len).sum();
         while pending < low_budget {
             let Some((item, _)) = queue.low.pop_front() else {
                 break;
@@ -130,7 +130,7 @@ impl Outbound {
             pending += item.len();
             queue.bytes -= item.len();
             queue.low_bytes -= item.len();
-            into.push_back(item);
+            take(item, false);
         }
         if queue.high.is_empty() && queue.high.capacity() > 4 {
             // A burst grew it; give the memory back instead of keeping it for an idle connection.
@@ -145,6 +145,11 @@ impl Outbound {
     /// Refuses further pushes (the connection is closing).
     pub fn close(&self) {
         self.queue.lock().expect("outbound lock").closed = true;
+    }
+
+    /// Whether the connection is closing (pushes are refused).
+    pub fn is_closed(&self) -> bool {
+        self.queue.lock().expect("outbound lock").closed
     }
 
     /// Whether low priority is still waiting (the writer comes back for it).
@@ -187,8 +192,8 @@ mod tests {
             Push::Queued { shed: 0 }
         );
         assert_eq!(outbound.queued_bytes(), 9);
-        let mut local = VecDeque::new();
-        assert!(!outbound.drain_into(&mut local, usize::MAX, |b, q| q.push_back(b)));
+        let mut local = Vec::new();
+        assert!(!outbound.drain_into(0, usize::MAX, |b, _| local.push(b)));
         assert_eq!(local, ["hi1", "lo1", "lo2"]);
         assert_eq!(outbound.queued_bytes(), 0);
     }
@@ -210,8 +215,8 @@ mod tests {
         assert_eq!(outbound.push(bytes(40), true, 1), Push::Queued { shed: 0 });
         assert_eq!(outbound.push(bytes(40), true, 1), Push::Queued { shed: 7 });
         assert_eq!(outbound.queued_bytes(), 80);
-        let mut local = VecDeque::new();
-        outbound.drain_into(&mut local, usize::MAX, |b, q| q.push_back(b));
+        let mut local = Vec::new();
+        outbound.drain_into(0, usize::MAX, |b, _| local.push(b));
         assert_eq!(local.len(), 2, "only the high-priority batches are left");
     }
 
@@ -226,9 +231,9 @@ mod tests {
         );
         assert_eq!(outbound.queued_bytes(), 0);
         assert_eq!(outbound.push(bytes(1), true, 1), Push::Closed);
-        let mut local = VecDeque::new();
+        let mut local = Vec::new();
         assert!(
-            outbound.drain_into(&mut local, usize::MAX, |b, q| q.push_back(b)),
+            outbound.drain_into(0, usize::MAX, |b, _| local.push(b)),
             "reports the overflow"
         );
         assert!(local.is_empty());
@@ -240,8 +245,8 @@ mod tests {
         for _ in 0..4 {
             outbound.push(bytes(100), false, 1);
         }
-        let mut local = VecDeque::new();
-        outbound.drain_into(&mut local, 250, |b, q| q.push_back(b));
+        let mut local = Vec::new();
+        outbound.drain_into(0, 250, |b, _| local.push(b));
         assert_eq!(local.len(), 3, "stops once the writer holds the budget");
         assert!(outbound.has_low());
     }

@@ -15,6 +15,8 @@ use danmu_proto::auth::{self, AuthRequest};
 use danmu_proto::frame::{self, Frame, op};
 use danmu_proto::token::TokenVerifier;
 
+use crate::connection::CloseReason;
+
 /// Timeouts of a session.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionConfig {
@@ -38,69 +40,9 @@ pub struct Identity {
     pub drain: bool,
     /// Rooms the token allows (`None`: any), checked again on a room change.
     pub allowed_rooms: Option<Vec<u64>>,
-}
-
-/// Why a connection is closed. Each has a WebSocket close code and a metric label.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    AuthTimeout,
-    AuthFailed(i32),
-    HeartbeatTimeout,
-    /// A frame that does not parse, or an operation not allowed in this state.
-    Protocol(String),
-    TooLarge,
-    /// WebSocket text message: the protocol is binary only.
-    TextMessage,
-    PeerClosed,
-    SlowConsumer,
-    Shutdown,
-    /// The gateway drains: reconnect elsewhere.
-    Drain,
-    /// Kept sending upstream danmu while rate limited.
-    Flood,
-}
-
-impl CloseReason {
-    pub fn label(&self) -> &'static str {
-        match self {
-            CloseReason::AuthTimeout => "auth_timeout",
-            CloseReason::AuthFailed(_) => "auth_failed",
-            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
-            CloseReason::Protocol(_) => "protocol_error",
-            CloseReason::TooLarge => "too_large",
-            CloseReason::TextMessage => "text_message",
-            CloseReason::PeerClosed => "peer_closed",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::Drain => "drain",
-            CloseReason::Flood => "flood",
-        }
-    }
-
-    /// RFC 6455 close code sent to WebSocket clients.
-    pub fn websocket_code(&self) -> u16 {
-        match self {
-            CloseReason::AuthTimeout | CloseReason::AuthFailed(_) => 1008,
-            CloseReason::HeartbeatTimeout => 1001,
-            CloseReason::Protocol(_) => 1002,
-            CloseReason::TooLarge => 1009,
-            CloseReason::TextMessage => 1003,
-            CloseReason::PeerClosed => 1000,
-            CloseReason::SlowConsumer => 1008,
-            CloseReason::Shutdown => 1001,
-            CloseReason::Drain => 1012,
-            CloseReason::Flood => 1008,
-        }
-    }
-
-    /// Short text for the close frame and logs.
-    pub fn detail(&self) -> String {
-        match self {
-            CloseReason::AuthFailed(code) => format!("auth failed ({code})"),
-            CloseReason::Protocol(what) => what.clone(),
-            other => other.label().replace('_', " "),
-        }
-    }
+    /// The token's `exp` (unix seconds): a room change at or after it is refused with -102,
+    /// as a new AUTH with the same token would be.
+    pub expires_at: u64,
 }
 
 /// What the IO layer must do after an input.
@@ -165,11 +107,6 @@ impl Session {
         }
     }
 
-    /// Any sign of life from the peer (including WebSocket pings) keeps the session alive.
-    pub fn heard(&mut self, now: Instant) {
-        self.last_heard = now;
-    }
-
     /// Checks timeouts.
     pub fn on_tick(&mut self, now: Instant) -> Option<Action> {
         if self.is_closed() || now < self.deadline() {
@@ -202,7 +139,7 @@ impl Session {
             )))),
             (Phase::Joined(_), op::HEARTBEAT) => out.push(Action::HeartbeatReply),
             (Phase::Joined(_), op::ACK) => out.push(Action::Ack(frame.seq)),
-            (Phase::Joined(_), op::ROOM_CHANGE) => self.change_room(&frame, out),
+            (Phase::Joined(_), op::ROOM_CHANGE) => self.change_room(&frame, now_unix, out),
             (Phase::Joined(identity), op::UPSTREAM) => out.push(Action::Upstream {
                 seq: frame.seq,
                 room: identity.room,
@@ -220,7 +157,7 @@ impl Session {
     /// ROOM_CHANGE: `{"roomid":N}`, allowed by the same token. Answered with ROOM_CHANGE_REPLY
     /// `{"code":C,"roomid":R}` (R is the room the connection is in afterwards), echoing the
     /// request's sequence; a refused change keeps the current room.
-    fn change_room(&mut self, frame: &Frame, out: &mut Vec<Action>) {
+    fn change_room(&mut self, frame: &Frame, now_unix: u64, out: &mut Vec<Action>) {
         let Phase::Joined(identity) = &mut self.phase else {
             return;
         };
@@ -230,6 +167,9 @@ impl Session {
         }
         let code = match serde_json::from_slice::<RoomChange>(&frame.body) {
             Err(_) => auth::code::BAD_REQUEST,
+            // The token's time claims hold for the whole connection's use of it, not only at
+            // AUTH (JWT `exp`, RFC 7519 4.1.4).
+            Ok(_) if now_unix >= identity.expires_at => auth::code::TOKEN_EXPIRED,
             Ok(change)
                 if !identity
                     .allowed_rooms
@@ -316,6 +256,7 @@ fn check_auth(body: &[u8], now_unix: u64, verifier: &TokenVerifier) -> Result<Id
         ack: request.ack,
         drain: request.drain,
         allowed_rooms: claims.rooms,
+        expires_at: claims.exp,
     })
 }
 
@@ -393,6 +334,7 @@ mod tests {
                     ack: false,
                     drain: false,
                     allowed_rooms: Some(vec![1001]),
+                    expires_at: NOW + 60,
                 })
             ]
         );
@@ -518,6 +460,22 @@ mod tests {
             [reply(-104, 2)]
         );
         assert_eq!(session.identity().unwrap().room, 2);
+    }
+
+    #[test]
+    fn a_room_change_after_the_token_expired_is_refused_with_102() {
+        let keys = keys();
+        let t0 = Instant::now();
+        let mut session = Session::new(config(), t0);
+        let key = token(&keys, 5, None, NOW + 60);
+        feed(&mut session, &keys, auth_frame(5, 1, 3, &key), t0);
+        let change = Frame::new(1, op::ROOM_CHANGE, 9, &b"{\"roomid\":2}"[..]);
+        let mut out = Vec::new();
+        session.on_frame(change, t0, NOW + 60, &keys.verifier, &mut out);
+        let body = br#"{"code":-102,"roomid":1}"#;
+        let reply = Frame::new(1, op::ROOM_CHANGE_REPLY, 9, &body[..]).to_bytes();
+        assert_eq!(out, [Action::Send(reply)], "refused, still in room 1");
+        assert_eq!(session.identity().unwrap().room, 1);
     }
 
     #[test]

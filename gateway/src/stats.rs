@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use metrics::{counter, gauge, histogram};
 
-use crate::session::CloseReason;
-
 #[derive(Debug, Default)]
 pub struct Stats {
     pub connections_open: AtomicI64,
     pub connections_total: AtomicU64,
+    /// Connections refused at accept because the gateway held `max_connections`.
+    pub connections_refused: AtomicU64,
+    /// Reads of offline pushes that failed and were tried again.
+    pub offline_read_retries: AtomicU64,
+    /// Connections closed because replies piled up unread (`reply_backlog`).
+    pub reply_backlogs: AtomicU64,
     pub auth_ok: AtomicU64,
     pub auth_failed: AtomicU64,
     pub rooms: AtomicI64,
@@ -59,14 +63,37 @@ impl Stats {
         counter!("danmu_gateway_connections_accepted_total", "transport" => transport).increment(1);
     }
 
-    pub(crate) fn connection_closed(&self, transport: &'static str, reason: &CloseReason) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
-        if *reason == CloseReason::SlowConsumer {
-            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
-        }
-        gauge!("danmu_gateway_connections", "transport" => transport).decrement(1.0);
-        counter!("danmu_gateway_connections_closed_total", "transport" => transport, "reason" => reason.label())
+    /// A connection began to close; `reason` is its close reason's label. Counted when the
+    /// decision is made, not when the last byte is flushed (that may take `close_linger`).
+    pub(crate) fn connection_closing(&self, transport: &'static str, reason: &'static str) {
+        match reason {
+            "slow_consumer" => self.slow_consumers.fetch_add(1, Ordering::Relaxed),
+            "reply_backlog" => self.reply_backlogs.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        counter!("danmu_gateway_connections_closed_total", "transport" => transport, "reason" => reason)
             .increment(1);
+    }
+
+    /// A connection's socket is gone.
+    pub(crate) fn connection_ended(&self, transport: &'static str) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        gauge!("danmu_gateway_connections", "transport" => transport).decrement(1.0);
+    }
+
+    /// A connection refused at accept (`reason`: `max_connections`).
+    pub(crate) fn connection_refused(&self, transport: &'static str, reason: &'static str) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_connections_refused_total", "transport" => transport, "reason" => reason)
+            .increment(1);
+    }
+
+    /// A read of a user's offline pushes on connect: `ok`, `retried` or `failed`.
+    pub(crate) fn offline_read(&self, outcome: &'static str) {
+        if outcome == "retried" {
+            self.offline_read_retries.fetch_add(1, Ordering::Relaxed);
+        }
+        counter!("danmu_gateway_offline_reads_total", "outcome" => outcome).increment(1);
     }
 
     pub(crate) fn auth(&self, ok: bool) {

@@ -437,25 +437,34 @@ impl danmu_gateway::groups::EdgeSource for NoEdge {
 
 /// The sizes of the gateway's per-connection types, the connection task's future first.
 pub async fn print_sizes() -> anyhow::Result<()> {
-    use danmu_gateway::conn::{self, ConnLimits, Input, Shared};
-    use danmu_gateway::session::{Action, Session, SessionConfig};
+    use danmu_gateway::conn::{self, Shared};
+    use danmu_gateway::connection::{Connection, Inbound, Input, Limits};
+    use danmu_gateway::session::{Action, Session};
     use std::mem::{size_of, size_of_val};
 
     let keys = danmu_tests::fabric::Keys::generate();
     let stats = Arc::new(danmu_gateway::Stats::default());
     let defaults = danmu_gateway::Config::default();
-    let shared = Arc::new(Shared::new(
-        SessionConfig {
-            auth_timeout: defaults.auth_timeout(),
-            heartbeat_timeout: defaults.heartbeat_timeout(),
+    let shared = Arc::new(Shared {
+        limits: Limits::from_config(&defaults),
+        verifier: danmu_proto::token::TokenVerifier::from_public_pem(&keys.public_pem)?,
+        groups: danmu_gateway::groups::Groups::new(Box::new(NoEdge), stats.clone()),
+        origin: danmu_gateway::presence::Origin {
+            gateway: "sizes".into(),
+            region: defaults.region.clone(),
         },
-        danmu_proto::token::TokenVerifier::from_public_pem(&keys.public_pem)?,
-        danmu_gateway::groups::Groups::new(Box::new(NoEdge), stats.clone()),
-        defaults.region.clone(),
         stats,
-        ConnLimits::from_config(&defaults),
-        tokio_util::sync::CancellationToken::new(),
-    ));
+        shutdown: tokio_util::sync::CancellationToken::new(),
+        offline: None,
+        brotli_quality: defaults.brotli_quality,
+        events: None,
+        online: Arc::new(std::sync::RwLock::new(danmu_gateway::online::Totals::new(
+            std::time::Duration::ZERO,
+        ))),
+        upstream: None,
+        trusted_proxies: Vec::new(),
+        next_id: Default::default(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let stream = TcpStream::connect(listener.local_addr()?).await?;
     let other = TcpStream::connect(listener.local_addr()?).await?;
@@ -463,7 +472,13 @@ pub async fn print_sizes() -> anyhow::Result<()> {
     let outbound = danmu_gateway::outbound::Outbound::new(defaults.outbound_queue_bytes);
     // Futures built, never polled: their sizes are what a task stores.
     let peer = other.local_addr()?;
-    let serve = conn::serve(stream, peer, danmu_gateway::edge::Transport::Tcp, shared);
+    let serve = conn::serve(
+        stream,
+        peer,
+        danmu_gateway::transport::Transport::Tcp,
+        shared,
+        true,
+    );
     let (readable, writable) = (other.readable(), other.writable());
     let (cancelled, ready) = (cancel.cancelled(), outbound.ready());
     let rows = [
@@ -471,8 +486,9 @@ pub async fn print_sizes() -> anyhow::Result<()> {
             "conn::serve future (+ ~100 B task header/trailer, allocation 128-aligned)",
             size_of_val(&serve),
         ),
+        ("connection::Connection", size_of::<Connection>()),
         ("session::Session", size_of::<Session>()),
-        ("conn::Inbound", size_of::<conn::Inbound>()),
+        ("connection::Inbound", size_of::<Inbound>()),
         (
             "rooms::Member (in an Arc)",
             size_of::<danmu_gateway::groups::Member>(),
@@ -481,8 +497,8 @@ pub async fn print_sizes() -> anyhow::Result<()> {
             "outbound::Outbound",
             size_of::<danmu_gateway::outbound::Outbound>(),
         ),
-        ("session::Action (Vec kept by run)", size_of::<Action>()),
-        ("conn::Input (Vec kept by run)", size_of::<Input>()),
+        ("session::Action (Vec while reading)", size_of::<Action>()),
+        ("connection::Input (Vec while reading)", size_of::<Input>()),
         ("tokio::net::TcpStream", size_of::<TcpStream>()),
         (
             "select branch: TcpStream::readable()",

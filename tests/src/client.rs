@@ -39,6 +39,8 @@ pub struct Client {
     pub message_frames: u64,
     /// Versions seen on MESSAGE frames.
     pub versions_seen: Vec<u16>,
+    /// The upgrade response, for handshake tests.
+    handshake: String,
 }
 
 const MAX: usize = 16 * 1024 * 1024;
@@ -77,10 +79,61 @@ impl Client {
         Self::connect_with(transport, addr, "/sub", Some(receive_buffer), None).await
     }
 
+    /// A WebSocket client whose upgrade request carries `headers` (replacing the standard
+    /// header of the same name, e.g. `Sec-WebSocket-Version`), for handshake tests.
+    pub async fn connect_with_headers(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Client> {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        let standard = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ];
+        for (name, value) in standard {
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                request.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        Self::connect_request(
+            Transport::WebSocket,
+            addr,
+            Some(request.into_bytes()),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// The server's upgrade response (status line and headers), empty on TCP.
+    pub fn handshake_response(&self) -> &str {
+        &self.handshake
+    }
+
     async fn connect_with(
         transport: Transport,
         addr: SocketAddr,
         path: &str,
+        receive_buffer: Option<u32>,
+        local: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Client> {
+        let request = (transport == Transport::WebSocket).then(|| {
+            websocket::client_request(&addr.to_string(), path, "dGhlIHNhbXBsZSBub25jZQ==")
+        });
+        Self::connect_request(transport, addr, request, receive_buffer, local).await
+    }
+
+    async fn connect_request(
+        transport: Transport,
+        addr: SocketAddr,
+        request: Option<Vec<u8>>,
         receive_buffer: Option<u32>,
         local: Option<std::net::IpAddr>,
     ) -> anyhow::Result<Client> {
@@ -99,14 +152,14 @@ impl Client {
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         let mut read_buf = BytesMut::new();
-        let ws = if transport == Transport::WebSocket {
-            let request =
-                websocket::client_request(&addr.to_string(), path, "dGhlIHNhbXBsZSBub25jZQ==");
+        let mut handshake = String::new();
+        let ws = if let Some(request) = request {
             stream.write_all(&request).await?;
             loop {
                 if let Some((status, consumed)) = websocket::parse_response(&read_buf)? {
+                    handshake = String::from_utf8_lossy(&read_buf[..consumed]).into_owned();
                     if status != 101 {
-                        bail!("upgrade refused with HTTP {status}");
+                        bail!("upgrade refused with HTTP {status}: {handshake:?}");
                     }
                     let _ = read_buf.split_to(consumed);
                     break;
@@ -129,6 +182,7 @@ impl Client {
             closed: false,
             message_frames: 0,
             versions_seen: Vec::new(),
+            handshake,
         })
     }
 

@@ -25,13 +25,20 @@ struct Fixture {
 const ROOM: u64 = 5;
 
 impl Fixture {
+    /// A gateway that takes packets up to 4 KiB (so "too large" is cheap to provoke).
     async fn start() -> anyhow::Result<Fixture> {
+        Self::start_with(|config| config.max_packet_bytes = 4096).await
+    }
+
+    async fn start_with(
+        configure: impl FnOnce(&mut danmu_gateway::Config),
+    ) -> anyhow::Result<Fixture> {
         let server = danmu_tests::single().await?;
         let url = server.client_url();
         let keys = Keys::generate();
         let distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
         let mut config = fabric::gateway_config(&url, "A", &keys);
-        config.max_packet_bytes = 4096;
+        configure(&mut config);
         let gateway = fabric::start_gateway(config).await?;
         let mut witness = room::join(
             &keys,
@@ -186,9 +193,9 @@ async fn bad_frames_close_that_connection_alone() -> anyhow::Result<()> {
     c.send_ws(opcode::TEXT, br#"{"cmd":"hi"}"#).await?;
     assert_eq!(c.closed(WAIT).await?.map(|(code, _)| code), Some(1003));
 
-    // A WebSocket message larger than the limit.
+    // A WebSocket message larger than the limit (64 KiB, as docs/protocol.md says).
     let mut c = f.joined(Transport::WebSocket).await?;
-    c.send_ws(opcode::BINARY, &vec![0u8; 64 * 1024]).await?;
+    c.send_ws(opcode::BINARY, &vec![0u8; 64 * 1024 + 1]).await?;
     assert_eq!(c.closed(WAIT).await?.map(|(code, _)| code), Some(1009));
 
     // An upgrade on another path is refused with an HTTP error.
@@ -206,5 +213,92 @@ async fn bad_frames_close_that_connection_alone() -> anyhow::Result<()> {
         Ok(Event::Frame(frame)) => panic!("unexpected frame {frame:?}"),
         Ok(Event::Closed(why)) => panic!("witness closed: {why:?}"),
     }
+    Ok(())
+}
+
+/// Field cases of the edge-core issue, each reproduced on a running gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_edge_keeps_the_documented_promises() -> anyhow::Result<()> {
+    // The default limits, as documented.
+    let mut f = Fixture::start_with(|_| {}).await?;
+
+    // A client's Close (1000) is answered with a Close echoing the code (RFC 6455 5.5.1).
+    let mut c = f.joined(Transport::WebSocket).await?;
+    c.send_ws(opcode::CLOSE, &1000u16.to_be_bytes()).await?;
+    assert_eq!(c.closed(WAIT).await?.map(|(code, _)| code), Some(1000));
+
+    // A message whose packet claims 1000 bytes in a 20-byte message: closed at once with 1002,
+    // not left to swallow the messages after it.
+    let mut c = f.joined(Transport::WebSocket).await?;
+    let lying = [
+        0, 0, 3, 0xe8, 0, 0x10, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0x61, 0x62, 0x63, 0x64,
+    ];
+    c.send_ws(opcode::BINARY, &lying).await?;
+    let closed = c.closed(WAIT).await?;
+    assert_eq!(
+        closed.as_ref().map(|(code, _)| *code),
+        Some(1002),
+        "{closed:?}"
+    );
+    f.room_still_flows().await?;
+
+    // The documented packet limit is 64 KiB: a 20,000-byte AUTH is accepted on both transports.
+    for transport in [Transport::WebSocket, Transport::Tcp] {
+        let mut c = f.connect(transport).await?;
+        let token = f.keys.token(78, Some(vec![ROOM]), Duration::from_secs(60));
+        let pad = "x".repeat(20_000);
+        let code = c
+            .auth_with(78, ROOM, 3, &token, serde_json::json!({ "pad": pad }))
+            .await?;
+        assert_eq!(code, 0, "{transport:?}");
+    }
+
+    // A subprotocol offered is echoed.
+    let c = Client::connect_with_headers(
+        f.gateway.ws_addr.unwrap(),
+        "/sub",
+        &[("Sec-WebSocket-Protocol", "goim")],
+    )
+    .await?;
+    let response = c.handshake_response().to_ascii_lowercase();
+    assert!(
+        response.contains("sec-websocket-protocol: goim"),
+        "{response}"
+    );
+
+    // A wrong WebSocket version gets 426 with the version the gateway speaks.
+    let err = Client::connect_with_headers(
+        f.gateway.ws_addr.unwrap(),
+        "/sub",
+        &[("Sec-WebSocket-Version", "8")],
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("426"), "{err}");
+
+    f.room_still_flows().await?;
+    Ok(())
+}
+
+/// Past `max_connections`, a new WebSocket gets close 1013 and a TCP connection a plain close;
+/// the ones already there notice nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused_and_counted() -> anyhow::Result<()> {
+    let mut f = Fixture::start_with(|config| config.max_connections = Some(2)).await?;
+    // The witness is one; one more fits.
+    let _second = f.joined(Transport::Tcp).await?;
+    let mut refused = f.connect(Transport::WebSocket).await?;
+    assert_eq!(
+        refused.closed(WAIT).await?.map(|(code, _)| code),
+        Some(1013)
+    );
+    let mut refused = f.connect(Transport::Tcp).await?;
+    assert_eq!(refused.closed(WAIT).await?, None);
+    assert_eq!(
+        danmu_gateway::stats::get(&f.gateway.stats.connections_refused),
+        2
+    );
+    f.room_still_flows().await?;
     Ok(())
 }

@@ -14,7 +14,7 @@
 mod config;
 mod decide;
 mod limits;
-mod moderation;
+pub(crate) mod moderation;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,7 @@ pub use config::{RateLimit, UpstreamConfig, WordAction, WordsConfig};
 pub use decide::{Moderator, Outcome, Request};
 
 use crate::config::ConfigError;
-use crate::session::CloseReason;
+use crate::connection::CloseReason;
 use crate::stats::Stats;
 
 /// When the publish queue is full, clients are told to retry after this long.

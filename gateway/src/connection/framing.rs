@@ -1,28 +1,30 @@
-//! Bytes from the socket to client frames, per transport, as plain code.
+//! Bytes from the socket to client packets, per transport, as plain code.
 //!
 //! TCP carries GOIM packets directly. WebSocket carries them inside binary messages; one
-//! message may hold several packets. Buffers are released whenever they are empty, so an idle
-//! connection holds no read memory.
+//! message may hold several packets, and a packet never spans two messages
+//! (`docs/protocol.md`, "WebSocket"): a message that ends inside a packet is a protocol error,
+//! closed at once rather than left to swallow the messages after it. Buffers are released
+//! whenever they are empty, so an idle connection holds no read memory.
 
 use bytes::{Bytes, BytesMut};
 use danmu_proto::frame::{self, Frame, FrameError};
 use danmu_proto::websocket::{self, Message, WsError};
 
-use crate::edge::Transport;
-use crate::session::CloseReason;
+use super::CloseReason;
+use crate::transport::Transport;
 
 /// What the client sent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Input {
     Frame(Frame),
-    /// WebSocket ping, answered with a pong carrying the same payload.
+    /// WebSocket ping, answered with a pong carrying the same payload (RFC 6455 5.5.2).
     Ping(Bytes),
-    /// Any other sign of life that carries no frame (WebSocket pong).
-    Alive,
-    /// The client closed (WebSocket close frame).
-    Closed,
+    /// The client closed with a WebSocket Close frame carrying this code (none: an empty
+    /// payload); RFC 6455 5.5.1 asks for a Close in answer.
+    Closed(Option<u16>),
 }
 
+/// A connection's inbound decoder: GOIM packets straight (TCP) or inside WebSocket messages.
 pub struct Inbound {
     max_packet_len: usize,
     websocket: Option<WebSocketInbound>,
@@ -60,15 +62,20 @@ impl Inbound {
                                 ws.packets.extend_from_slice(&payload);
                             }
                             decode_packets(&mut ws.packets, max, out)?;
-                            if ws.packets.is_empty() {
-                                ws.packets = BytesMut::new();
+                            if !ws.packets.is_empty() {
+                                return Err(CloseReason::Protocol(format!(
+                                    "a packet spans WebSocket messages ({} bytes left over)",
+                                    ws.packets.len()
+                                )));
                             }
+                            ws.packets = BytesMut::new();
                         }
                         Message::Text(_) => return Err(CloseReason::TextMessage),
                         Message::Ping(payload) => out.push(Input::Ping(payload)),
-                        Message::Pong(_) => out.push(Input::Alive),
-                        Message::Close(_) => {
-                            out.push(Input::Closed);
+                        // Unsolicited pongs are allowed and ignored (RFC 6455 5.5.3).
+                        Message::Pong(_) => {}
+                        Message::Close(payload) => {
+                            out.push(Input::Closed(payload.map(|(code, _)| code)));
                             return Ok(());
                         }
                     }
@@ -180,6 +187,26 @@ mod tests {
         buf.extend_from_slice(&client_frame(opcode::CLOSE, &1000u16.to_be_bytes(), MASK));
         let mut out = Vec::new();
         inbound.decode(&mut buf, &mut out).unwrap();
-        assert_eq!(out, [Input::Ping(Bytes::from_static(b"hi")), Input::Closed]);
+        assert_eq!(
+            out,
+            [
+                Input::Ping(Bytes::from_static(b"hi")),
+                Input::Closed(Some(1000))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_packet_claiming_more_than_its_message_holds_closes_at_once() {
+        // The field case: a 20-byte message whose packet claims 1000 bytes.
+        let packet = [
+            0, 0, 3, 0xe8, 0, 0x10, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0x61, 0x62, 0x63, 0x64,
+        ];
+        let mut inbound = Inbound::new(Transport::WebSocket, 64 * 1024, 64 * 1024);
+        let mut buf = BytesMut::from(&client_frame(opcode::BINARY, &packet, MASK)[..]);
+        assert!(matches!(
+            inbound.decode(&mut buf, &mut Vec::new()),
+            Err(CloseReason::Protocol(detail)) if detail.contains("spans")
+        ));
     }
 }
