@@ -30,7 +30,8 @@ pub struct Config {
     /// A client whose socket accepts nothing for this long while data waits is cut off
     /// (`slow_consumer`), even while shedding low priority keeps its queue within bounds.
     pub write_stall_timeout_ms: u64,
-    /// Kernel send buffer per client socket (SO_SNDBUF); unset leaves the kernel's autotuning.
+    /// Kernel send buffer per client socket (SO_SNDBUF, bytes; Linux doubles it for its own
+    /// bookkeeping); 0 leaves the kernel's autotuning, which grows to megabytes per slow reader.
     /// Bounding it bounds kernel memory per connection and makes a slow reader show in the
     /// outbound queue (where low priority is shed first) instead of in megabytes of kernel buffer.
     pub socket_send_buffer_bytes: Option<usize>,
@@ -89,7 +90,7 @@ impl Default for Config {
             max_handshake_bytes: 8 * 1024,
             outbound_queue_bytes: 1024 * 1024,
             write_stall_timeout_ms: 10_000,
-            socket_send_buffer_bytes: None,
+            socket_send_buffer_bytes: Some(64 * 1024),
             reach_retry_ms: 1_000,
             reach_max_retries: 3,
             reach_max_pending: 256,

@@ -302,3 +302,28 @@ async fn connections_past_the_cap_are_refused_and_counted() -> anyhow::Result<()
     f.room_still_flows().await?;
     Ok(())
 }
+
+/// The kernel send buffer of a client socket is bounded by default (64 KiB asked, which Linux
+/// doubles), measured on the gateway's side of a real connection with `ss`: without the bound,
+/// the kernel starts at `tcp_wmem`'s default and autotunes to megabytes for a slow reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_send_buffer_per_socket_is_bounded_by_default() -> anyhow::Result<()> {
+    let f = Fixture::start_with(|_| {}).await?;
+    let _client = f.joined(Transport::Tcp).await?;
+    let port = f.gateway.tcp_addr.unwrap().port();
+    let output = std::process::Command::new("ss")
+        .args([
+            "-tmnH",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let send_buffer: u64 = text
+        .split(|c: char| c == ',' || c == '(')
+        .find_map(|field| field.strip_prefix("tb")?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no send buffer in ss output: {text:?}"))?;
+    assert_eq!(send_buffer, 2 * 64 * 1024, "{text}");
+    Ok(())
+}

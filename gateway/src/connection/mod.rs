@@ -89,7 +89,7 @@ impl Limits {
             max_handshake_len: config.max_handshake_bytes,
             outbound_queue_bytes: config.outbound_queue_bytes,
             reply_queue_bytes: config.reply_queue_bytes,
-            socket_send_buffer: config.socket_send_buffer_bytes,
+            socket_send_buffer: config.socket_send_buffer_bytes.filter(|&bytes| bytes > 0),
             reach: ReachConfig {
                 retry_after: Duration::from_millis(config.reach_retry_ms),
                 max_retries: config.reach_max_retries,
