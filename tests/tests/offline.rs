@@ -98,3 +98,60 @@ async fn expired_offline_pushes_never_arrive() -> anyhow::Result<()> {
     client.expect_silence(QUIET).await?;
     Ok(())
 }
+
+/// The field case: 200 users, each with one push stored while away (published in region A),
+/// reconnect at once to a gateway in region B. Every one gets its push on that connect; a read
+/// JetStream refuses (it answered 503 to about one in ten of these reads before) is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_users_reconnecting_in_another_region_all_get_their_push() -> anyhow::Result<()>
+{
+    const USERS: u64 = 200;
+    let cluster = danmu_tests::supercluster(&["A", "B"]).await?;
+    let keys = Keys::generate();
+    let mut distributors = Vec::new();
+    for region in ["A", "B"] {
+        let url = cluster.region(region).client_url();
+        distributors
+            .push(danmu_distributor::start(fabric::distributor_config(&url, region)).await?);
+    }
+    let url_b = cluster.region("B").client_url();
+    let gateway_b = fabric::start_gateway(fabric::gateway_config(&url_b, "B", &keys)).await?;
+    let js = jetstream::new(async_nats::connect(cluster.region("A").client_url()).await?);
+    for uid in 1..=USERS {
+        publish_high(&js, 1000 + uid, uid).await?;
+    }
+    eventually("every push stored for later", WAIT, async || {
+        (Stats::get(&distributors[0].stats.offline_stored) == USERS).then_some(())
+    })
+    .await?;
+
+    let addr = gateway_b.tcp_addr.unwrap();
+    let joins = (1..=USERS).map(|uid| {
+        let keys = &keys;
+        async move {
+            let mut client = room::join(keys, Transport::Tcp, addr, 1000 + uid, 71, 3).await?;
+            let got = receive_sequences(&mut client, 1, WAIT).await?;
+            anyhow::Ok((uid, got))
+        }
+    });
+    let results = futures::future::join_all(joins).await;
+    let mut missing = Vec::new();
+    for result in results {
+        match result {
+            Ok((uid, got)) => assert_eq!(got, [uid], "user {uid} got another user's push"),
+            Err(error) => missing.push(error.to_string()),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {USERS} users did not get their push: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    // Reads JetStream refused and the gateway tried again (how often the field case happened).
+    eprintln!(
+        "offline reads retried: {}",
+        danmu_gateway::stats::get(&gateway_b.stats.offline_read_retries)
+    );
+    Ok(())
+}
