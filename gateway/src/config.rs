@@ -70,6 +70,9 @@ pub struct Config {
     /// Load balancers (addresses or CIDR networks) whose `X-Forwarded-For` names the client:
     /// deny lists, upstream `Danmu-Ip` and logs then see the client, not the balancer.
     pub trusted_proxies: Vec<String>,
+    /// TCP clients arrive through a load balancer that starts each connection with a PROXY
+    /// protocol header (v1 or v2); its source address is believed from `trusted_proxies` only.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             reply_queue_bytes: 64 * 1024,
             max_connections: None,
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

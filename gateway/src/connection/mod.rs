@@ -75,6 +75,9 @@ pub struct Limits {
     /// Low priority handed to the write queue at a time (bytes): what high priority may have to
     /// wait behind.
     pub low_priority_budget: usize,
+    /// TCP connections start with a PROXY protocol header (v1 or v2, as HAProxy and cloud load
+    /// balancers send it); the address in it is believed from trusted proxies only.
+    pub proxy_protocol: bool,
 }
 
 impl Limits {
@@ -99,6 +102,7 @@ impl Limits {
             drain_period: Duration::from_millis(config.drain_period_ms),
             write_stall: Duration::from_millis(config.write_stall_timeout_ms),
             low_priority_budget: 64 * 1024,
+            proxy_protocol: config.proxy_protocol,
         }
     }
 
@@ -164,6 +168,8 @@ pub enum Event {
 }
 
 enum Phase {
+    /// TCP behind a load balancer: waiting for the PROXY protocol header.
+    ProxyHeader,
     /// WebSocket only: waiting for the HTTP upgrade request.
     Upgrade,
     Open,
@@ -227,6 +233,7 @@ impl Connection {
             admitted,
             phase: match transport {
                 Transport::WebSocket => Phase::Upgrade,
+                Transport::Tcp if limits.proxy_protocol => Phase::ProxyHeader,
                 Transport::Tcp => Phase::Open,
             },
             session: Session::new(limits.session, now),
@@ -326,6 +333,9 @@ impl Connection {
         if self.is_closing() {
             buf.clear();
             return;
+        }
+        if matches!(self.phase, Phase::ProxyHeader) {
+            self.proxy_header(now.instant, buf, ctx);
         }
         if matches!(self.phase, Phase::Upgrade) {
             self.upgrade(now.instant, buf, ctx);
@@ -512,6 +522,59 @@ impl Connection {
             reason,
             done: false,
         };
+    }
+
+    /// The PROXY protocol header (HAProxy's "PROXY protocol" v1 text or v2 binary) that a load
+    /// balancer puts before the client's bytes. `LOCAL` (health checks) and `UNKNOWN` keep the
+    /// socket's peer.
+    fn proxy_header(&mut self, now: Instant, buf: &mut BytesMut, ctx: &impl Context) {
+        use ppp::{HeaderResult, PartialResult as _};
+        /// A v2 header with TLVs is at most a few hundred bytes; v1 is at most 107.
+        const MAX_HEADER: usize = 4096;
+        let parsed = HeaderResult::parse(buf);
+        if parsed.is_incomplete() {
+            if buf.len() > MAX_HEADER {
+                self.begin_close(now, CloseReason::Protocol("PROXY header too long".into()));
+            }
+            return;
+        }
+        let (consumed, source) = match parsed {
+            HeaderResult::V1(Ok(header)) => (
+                header.header.len(),
+                match header.addresses {
+                    ppp::v1::Addresses::Tcp4(ip) => Some(IpAddr::V4(ip.source_address)),
+                    ppp::v1::Addresses::Tcp6(ip) => Some(IpAddr::V6(ip.source_address)),
+                    ppp::v1::Addresses::Unknown => None,
+                },
+            ),
+            HeaderResult::V2(Ok(header)) => (
+                header.header.len(),
+                match (header.command, header.addresses) {
+                    (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(ip)) => {
+                        Some(IpAddr::V4(ip.source_address))
+                    }
+                    (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(ip)) => {
+                        Some(IpAddr::V6(ip.source_address))
+                    }
+                    _ => None,
+                },
+            ),
+            HeaderResult::V1(Err(error)) => {
+                let reason = CloseReason::Protocol(format!("PROXY header: {error}"));
+                return self.begin_close(now, reason);
+            }
+            HeaderResult::V2(Err(error)) => {
+                let reason = CloseReason::Protocol(format!("PROXY header: {error}"));
+                return self.begin_close(now, reason);
+            }
+        };
+        if let Some(source) = source
+            && ctx.is_trusted_proxy(self.client_ip)
+        {
+            self.client_ip = source;
+        }
+        buf.advance(consumed);
+        self.phase = Phase::Open;
     }
 
     /// The WebSocket upgrade (RFC 6455 4.2): answers 101 on `/sub`, or the failure's status.

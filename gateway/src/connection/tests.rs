@@ -94,6 +94,7 @@ fn limits() -> Limits {
         drain_period: Duration::from_secs(10),
         write_stall: Duration::from_secs(10),
         low_priority_budget: 1000,
+        proxy_protocol: false,
     }
 }
 
@@ -696,4 +697,86 @@ fn a_closing_connection_stops_flushing_at_the_linger_deadline() {
         &h.ctx,
     );
     assert!(h.conn.is_done());
+}
+
+#[test]
+fn a_proxy_protocol_header_names_the_client_when_a_trusted_proxy_sends_it() {
+    let with_proxy = Limits {
+        proxy_protocol: true,
+        ..limits()
+    };
+    let ctx = TestContext::new();
+    let t0 = Instant::now();
+    let now = Now {
+        instant: t0,
+        unix_ms: UNIX * 1000,
+    };
+    let heartbeat_before_auth = Frame::new(1, op::HEARTBEAT, 1, Bytes::new()).to_bytes();
+    // v1, split in two reads, from the trusted balancer; the client's first packet follows.
+    let mut conn = Connection::new(
+        1,
+        Transport::Tcp,
+        "10.0.0.1".parse().unwrap(),
+        with_proxy,
+        true,
+        t0,
+    );
+    let header = b"PROXY TCP4 203.0.113.9 10.0.0.5 51000 7100\r\n";
+    let mut buf = BytesMut::from(&header[..10]);
+    conn.handle_read(now, &mut buf, &ctx);
+    assert_eq!(conn.client_ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+    buf.extend_from_slice(&header[10..]);
+    buf.extend_from_slice(&heartbeat_before_auth);
+    conn.handle_read(now, &mut buf, &ctx);
+    assert_eq!(conn.client_ip(), "203.0.113.9".parse::<IpAddr>().unwrap());
+    assert!(
+        matches!(conn.close_reason(), Some(CloseReason::Protocol(d)) if d.contains("before AUTH")),
+        "the bytes after the header are the client's"
+    );
+
+    // v2 (binary), IPv4, PROXY command.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 198, 51, 100, 7, 10, 0, 0, 5, 0xc7, 0x38, 0x1b, 0xbc,
+    ]);
+    let mut conn = Connection::new(
+        2,
+        Transport::Tcp,
+        "10.0.0.1".parse().unwrap(),
+        with_proxy,
+        true,
+        t0,
+    );
+    conn.handle_read(now, &mut BytesMut::from(&v2[..]), &ctx);
+    assert_eq!(conn.client_ip(), "198.51.100.7".parse::<IpAddr>().unwrap());
+    assert!(conn.close_reason().is_none());
+
+    // From a peer that is not a trusted proxy, the header is consumed but not believed.
+    let mut conn = Connection::new(
+        3,
+        Transport::Tcp,
+        "192.0.2.7".parse().unwrap(),
+        with_proxy,
+        true,
+        t0,
+    );
+    conn.handle_read(now, &mut BytesMut::from(&header[..]), &ctx);
+    assert_eq!(conn.client_ip(), "192.0.2.7".parse::<IpAddr>().unwrap());
+    assert!(conn.close_reason().is_none());
+
+    // Garbage instead of a header closes.
+    let mut conn = Connection::new(
+        4,
+        Transport::Tcp,
+        "10.0.0.1".parse().unwrap(),
+        with_proxy,
+        true,
+        t0,
+    );
+    conn.handle_read(
+        now,
+        &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]),
+        &ctx,
+    );
+    assert!(matches!(conn.close_reason(), Some(CloseReason::Protocol(d)) if d.contains("PROXY")));
 }
