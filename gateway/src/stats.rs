@@ -33,8 +33,14 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Low-priority messages not delivered to a member, for any reason (see metrics for why).
     pub shed_messages: AtomicU64,
-    /// Edge batches dropped because this gateway fell behind its NATS subscriptions.
-    pub batches_dropped_behind: AtomicU64,
+    /// Edge batches received from NATS that no member queued
+    /// (`danmu_gateway_batches_dropped_total{reason="not_queued"}`): every member's queue was
+    /// full or closed, or the group had just emptied.
+    pub batches_dropped: AtomicU64,
+    /// `-ERR`s from NATS on the edge links, of any kind (`danmu_gateway_nats_errors_total{kind}`).
+    pub nats_errors: AtomicU64,
+    /// Of those, permissions violations (the link is kept).
+    pub nats_permission_errors: AtomicU64,
     /// High reach: batches sent with a delivery id, acknowledged, sent again, given up on.
     pub reach_delivered: AtomicU64,
     pub reach_acked: AtomicU64,
@@ -145,11 +151,21 @@ impl Stats {
         }
     }
 
-    /// A NATS subscription overflowed: one edge batch lost before reaching its group.
-    pub(crate) fn gateway_behind(&self, priority: &'static str) {
-        self.batches_dropped_behind.fetch_add(1, Ordering::Relaxed);
-        counter!("danmu_gateway_batches_dropped_total", "reason" => "gateway_behind", "priority" => priority)
+    /// One edge batch received and not queued to any member, by reason.
+    pub(crate) fn batch_dropped(&self, reason: &'static str, priority: &'static str) {
+        self.batches_dropped.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_batches_dropped_total", "reason" => reason, "priority" => priority)
             .increment(1);
+    }
+
+    /// A `-ERR` from NATS on an edge link; `kind` as `nats::client::ErrorKind::label` gives it
+    /// (`slow_consumer` is NATS cutting this gateway off for reading too slowly).
+    pub(crate) fn nats_error(&self, kind: &'static str) {
+        self.nats_errors.fetch_add(1, Ordering::Relaxed);
+        if kind == "permissions" {
+            self.nats_permission_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        counter!("danmu_gateway_nats_errors_total", "kind" => kind).increment(1);
     }
 
     /// Low-priority messages dropped for members, by reason.
