@@ -90,11 +90,20 @@ impl NatsOptions {
         Ok(options)
     }
 
-    /// async-nats options with the same credentials and TLS.
+    /// async-nats options with the same credentials (the first URL's user/password or token,
+    /// the nkey or `.creds`) and TLS.
     pub fn async_nats(&self, name: String) -> anyhow::Result<async_nats::ConnectOptions> {
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect();
+        // async-nats does not read credentials from the URL: pass the first server's.
+        let first = &self.servers[0];
+        if let (Some(user), Some(pass)) = (&first.user, &first.pass) {
+            options = options.user_and_password(user.clone(), pass.clone());
+        }
+        if let Some(token) = &first.token {
+            options = options.token(token.clone());
+        }
         match &self.auth_text {
             AuthText::None => {}
             AuthText::Seed(seed) => options = options.nkey(seed.clone()),

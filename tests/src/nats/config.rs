@@ -78,6 +78,9 @@ pub struct ServerSpec {
     /// never elects a meta leader: it waits for a route, gateway or leaf connection, and a route
     /// to itself is closed as a duplicate); its cluster name still scopes the mappings.
     pub gateways: Vec<Gateway>,
+    /// Appended to the rendered config as it is: TLS, `authorization`, operator blocks
+    /// (see [`crate::nats::security`]).
+    pub extra: String,
 }
 
 impl ServerSpec {
@@ -142,6 +145,7 @@ pub fn server_config(spec: &ServerSpec) -> String {
         let _ = writeln!(w, "}}");
     }
     out.push_str(&mappings_block(&spec.regions()));
+    out.push_str(&spec.extra);
     out
 }
 
@@ -181,6 +185,7 @@ mod tests {
             ports: ServerPorts::dev(1),
             store_dir: "/tmp/store".into(),
             gateways,
+            extra: String::new(),
         }
     }
 

@@ -26,6 +26,12 @@ const START_ATTEMPTS: usize = 3;
 /// It is standalone, not a one-server cluster: a clustered JetStream never elects a meta leader
 /// without a route, gateway or leaf connection to another server. Stream placement is ignored.
 pub async fn single() -> anyhow::Result<NatsServer> {
+    single_with(String::new()).await
+}
+
+/// [`single`] with `extra` appended to its config (TLS, users, an operator: see
+/// [`super::security`]).
+pub async fn single_with(extra: String) -> anyhow::Result<NatsServer> {
     let mut last_error = None;
     for _ in 0..START_ATTEMPTS {
         let temp = TempDir::with_prefix("danmu-nats-")?;
@@ -35,6 +41,7 @@ pub async fn single() -> anyhow::Result<NatsServer> {
             ports: ServerPorts::free(),
             store_dir: temp.path().join("store"),
             gateways: Vec::new(),
+            extra: extra.clone(),
         };
         let mut server = NatsServer::spawn(spec, ServerDir::Temp(temp), SINGLE_READY_TIMEOUT)?;
         match server.wait_healthy(SINGLE_READY_TIMEOUT).await {
@@ -184,6 +191,7 @@ impl SuperclusterBuilder {
                 ports: *p,
                 store_dir: dir.join("store"),
                 gateways: gateways.clone(),
+                extra: String::new(),
             })
             .collect()
     }
