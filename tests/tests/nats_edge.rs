@@ -12,7 +12,7 @@ use danmu_proto::subjects::{self, Priority, Scope};
 use danmu_tests::assert_eventually;
 use danmu_tests::client::{Client, Transport};
 use danmu_tests::fabric::{self, Keys, SingleRegion};
-use danmu_tests::nats::security::{self, Pki, User};
+use danmu_tests::nats::security::{self, Operator, Pki, User};
 use danmu_tests::nats::single_with;
 use danmu_tests::room::{self, danmu, receive_sequences};
 use prost::Message as _;
@@ -98,21 +98,24 @@ async fn members_keep_receiving_after_their_nats_server_restarts_and_nothing_twi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permissions_error_on_one_room_keeps_the_other_rooms_receiving() -> anyhow::Result<()> {
     let (open_room, denied_room) = (41, 42);
-    let server = single_with(security::authorization(
-        &[
-            User::Password {
-                user: "admin".into(),
-                password: "adminpw".into(),
-                deny_subscribe: Vec::new(),
-            },
-            User::Password {
-                user: "gw".into(),
-                password: "gwpw".into(),
-                deny_subscribe: vec![format!("danmu.edge.*.room.{denied_room}")],
-            },
-        ],
-        Some("admin"),
-    ))
+    let server = single_with(
+        security::authorization(
+            &[
+                User::Password {
+                    user: "admin".into(),
+                    password: "adminpw".into(),
+                    deny_subscribe: Vec::new(),
+                },
+                User::Password {
+                    user: "gw".into(),
+                    password: "gwpw".into(),
+                    deny_subscribe: vec![format!("danmu.edge.*.room.{denied_room}")],
+                },
+            ],
+            Some("admin"),
+        ),
+        false,
+    )
     .await?;
     let port = server.ports().client;
     // The distributor and the business connect without credentials, as `admin`.
@@ -150,6 +153,82 @@ async fn a_permissions_error_on_one_room_keeps_the_other_rooms_receiving() -> an
     assert_eq!(get(&gateway.stats.nats_permission_errors), 2);
     assert_eq!(get(&gateway.stats.nats_errors), 2);
     distributor.shutdown().await?;
+    Ok(())
+}
+
+/// Publishes edge batches for `room` (as the distributor would) until `member` gets one: the
+/// room's subscription reaches the server a moment after the join.
+async fn edge_batches_reach(
+    business: &async_nats::Client,
+    member: &mut Client,
+    room: u64,
+) -> anyhow::Result<()> {
+    let subject = subjects::edge(Priority::Low, &Scope::Room(room));
+    for seq in 1..200 {
+        business
+            .publish(subject.clone(), edge_batch(seq, &danmu(seq)))
+            .await?;
+        business.flush().await?;
+        if let Ok(got) = member.messages(1, Duration::from_millis(100)).await {
+            assert_eq!(room::sequence(&got[0])?, Some(seq));
+            return Ok(());
+        }
+    }
+    anyhow::bail!("no edge batch reached the member")
+}
+
+/// The gateway's connections as the server's `/connz?auth=1` lists them.
+async fn gateway_connections(
+    server: &danmu_tests::NatsServer,
+    node_id: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let connz = server.monitor_json("/connz?auth=1").await?;
+    Ok(connz["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.contains(node_id)))
+        .cloned()
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reaches_an_operator_mode_server_with_a_creds_file() -> anyhow::Result<()> {
+    let operator = Operator::generate();
+    let server = single_with(operator.server_block()?, true)
+        .await
+        .context("starting nats-server in operator mode")?;
+    let dir = tempfile::tempdir()?;
+    let (gateway_user, gateway_creds) = operator.user_creds("gateway")?;
+    let creds_path = dir.path().join("gateway.creds");
+    std::fs::write(&creds_path, gateway_creds)?;
+    let keys = Keys::generate();
+    let mut config = fabric::gateway_config(&server.client_url(), "A", &keys);
+    config.nats_creds = Some(creds_path.display().to_string());
+    let gateway = fabric::start_gateway(config)
+        .await
+        .with_context(|| format!("nats-server log:\n{}", server.log_tail()))?;
+
+    let (_, business_creds) = operator.user_creds("business")?;
+    let business = async_nats::ConnectOptions::new()
+        .credentials(&business_creds)?
+        .connect(server.client_url())
+        .await?;
+    let room = 61;
+    let mut member =
+        room::join(&keys, Transport::Tcp, gateway.tcp_addr.unwrap(), 1, room, 3).await?;
+    edge_batches_reach(&business, &mut member, room).await?;
+
+    let mine = gateway_connections(&server, &gateway.node_id).await?;
+    assert_eq!(
+        mine.len(),
+        4,
+        "control, upstream and two edge links: {mine:?}"
+    );
+    for conn in mine {
+        assert_eq!(conn["authorized_user"], gateway_user, "{conn}");
+        assert_eq!(conn["account"], operator.account(), "{conn}");
+    }
     Ok(())
 }
 
@@ -196,6 +275,7 @@ async fn a_gateway_reaches_a_nats_server_requiring_tls_client_certificates_and_a
                 ],
                 None,
             ),
+        false,
     )
     .await?;
     let port = server.ports().client;
@@ -218,38 +298,14 @@ async fn a_gateway_reaches_a_nats_server_requiring_tls_client_certificates_and_a
     let room = 51;
     let mut member =
         room::join(&keys, Transport::Tcp, gateway.tcp_addr.unwrap(), 1, room, 3).await?;
-    let subject = subjects::edge(Priority::Low, &Scope::Room(room));
-    // Published until one arrives: the subscription reaches the server after the join.
-    let mut seq = 1;
-    let first = loop {
-        anyhow::ensure!(seq < 200, "no edge batch arrived through the TLS link");
-        business
-            .publish(subject.clone(), edge_batch(seq, &danmu(seq)))
-            .await?;
-        business.flush().await?;
-        if let Ok(got) = member.messages(1, Duration::from_millis(100)).await {
-            break got;
-        }
-        seq += 1;
-    };
-    assert_eq!(room::sequence(&first[0])?, Some(seq));
+    edge_batches_reach(&business, &mut member, room).await?;
 
     // Every connection of the gateway is TLS and authenticated by its nkey.
-    let connz = server.monitor_json("/connz?auth=1").await?;
-    let mine: Vec<&serde_json::Value> = connz["connections"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| {
-            c["name"]
-                .as_str()
-                .is_some_and(|n| n.contains(&gateway.node_id))
-        })
-        .collect();
+    let mine = gateway_connections(&server, &gateway.node_id).await?;
     assert_eq!(
         mine.len(),
         4,
-        "control, upstream and two edge links: {connz}"
+        "control, upstream and two edge links: {mine:?}"
     );
     for conn in mine {
         assert!(

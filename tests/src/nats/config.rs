@@ -81,6 +81,9 @@ pub struct ServerSpec {
     /// Appended to the rendered config as it is: TLS, `authorization`, operator blocks
     /// (see [`crate::nats::security`]).
     pub extra: String,
+    /// `extra` puts the server in operator mode: then the `mappings` block is left out
+    /// (nats-server refuses account configuration outside the account JWTs).
+    pub operator_mode: bool,
 }
 
 impl ServerSpec {
@@ -144,7 +147,9 @@ pub fn server_config(spec: &ServerSpec) -> String {
         let _ = writeln!(w, "  ]");
         let _ = writeln!(w, "}}");
     }
-    out.push_str(&mappings_block(&spec.regions()));
+    if !spec.operator_mode {
+        out.push_str(&mappings_block(&spec.regions()));
+    }
     out.push_str(&spec.extra);
     out
 }
@@ -186,6 +191,7 @@ mod tests {
             store_dir: "/tmp/store".into(),
             gateways,
             extra: String::new(),
+            operator_mode: false,
         }
     }
 

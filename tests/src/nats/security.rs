@@ -116,6 +116,142 @@ pub fn authorization(users: &[User], no_auth_user: Option<&str>) -> String {
     out
 }
 
+/// Operator mode, as `nsc` would set it up, without `nsc`: an operator, a system account and
+/// one application account (JetStream enabled, no limits), their JWTs signed with nkeys, and
+/// users of the application account as `.creds` files.
+pub struct Operator {
+    operator: nkeys::KeyPair,
+    system: nkeys::KeyPair,
+    account: nkeys::KeyPair,
+}
+
+impl Operator {
+    pub fn generate() -> Operator {
+        Operator {
+            operator: nkeys::KeyPair::new_operator(),
+            system: nkeys::KeyPair::new_account(),
+            account: nkeys::KeyPair::new_account(),
+        }
+    }
+
+    /// The application account's public key (`A...`).
+    pub fn account(&self) -> String {
+        self.account.public_key()
+    }
+
+    /// The config lines that put the server in operator mode with both accounts preloaded.
+    pub fn server_block(&self) -> anyhow::Result<String> {
+        let operator = self.operator.public_key();
+        let operator_jwt = encode_jwt(
+            &operator,
+            "danmu-test",
+            serde_json::json!({
+                "type": "operator",
+                "version": 2,
+                "system_account": self.system.public_key(),
+            }),
+            &self.operator,
+        )?;
+        // JetStream (storage limits) on the application account only: nats-server refuses it
+        // on the system account.
+        let account = |key: &nkeys::KeyPair, name: &str, jetstream: i64| {
+            encode_jwt(
+                &key.public_key(),
+                name,
+                serde_json::json!({
+                    "type": "account",
+                    "version": 2,
+                    "limits": {
+                        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                        "wildcards": true, "conn": -1, "leaf": -1,
+                        "mem_storage": jetstream, "disk_storage": jetstream,
+                        "streams": jetstream, "consumer": jetstream,
+                    },
+                    "default_permissions": { "pub": {}, "sub": {} },
+                }),
+                &self.operator,
+            )
+        };
+        Ok(format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: \"{system}\"\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {system}: \"{system_jwt}\"\n  {app}: \"{app_jwt}\"\n}}\n",
+            system = self.system.public_key(),
+            system_jwt = account(&self.system, "SYS", 0)?,
+            app = self.account.public_key(),
+            app_jwt = account(&self.account, "DANMU", -1)?,
+        ))
+    }
+
+    /// A new user of the application account: its public key and its `.creds` file text.
+    pub fn user_creds(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let user = nkeys::KeyPair::new_user();
+        let jwt = encode_jwt(
+            &user.public_key(),
+            name,
+            serde_json::json!({
+                "type": "user",
+                "version": 2,
+                "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            }),
+            &self.account,
+        )?;
+        let seed = user.seed()?;
+        Ok((
+            user.public_key(),
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+                 ************************* IMPORTANT *************************\n\
+                 NKEY Seed printed below can be used to sign and prove identity.\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            ),
+        ))
+    }
+}
+
+/// A NATS JWT (v2): header `{"typ":"JWT","alg":"ed25519-nkey"}`, the claims with `nats`
+/// holding the type-specific part, signed by `issuer`'s nkey; base64url without padding.
+fn encode_jwt(
+    subject: &str,
+    name: &str,
+    nats: serde_json::Value,
+    issuer: &nkeys::KeyPair,
+) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({"typ": "JWT", "alg": "ed25519-nkey"});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("{:X}", rand_id()),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = issuer.sign(input.as_bytes())?;
+    Ok(format!("{input}.{}", b64(&signature)))
+}
+
+/// A claim id unique enough for a test (nats-server does not check how it was made).
+fn rand_id() -> u128 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    u128::from(hasher.finish())
+}
+
 fn quote(path: &std::path::Path) -> String {
     format!(
         "\"{}\"",
