@@ -324,6 +324,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("report_interval_ms"), "{err}");
+        let err = Config {
+            nats_creds: Some("gw.creds".into()),
+            nats_nkey_seed: Some("gw.nk".into()),
+            ..valid()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nats_creds"), "{err}");
+        let err = Config {
+            nats_tls_cert: Some("cert.pem".into()),
+            ..valid()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nats_tls_cert"), "{err}");
         let err = toml::from_str::<Config>("ws_lisen = \"0.0.0.0:1\"").unwrap_err();
         assert!(err.to_string().contains("ws_lisen"));
     }

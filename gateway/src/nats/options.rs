@@ -272,6 +272,54 @@ mod tests {
     }
 
     #[test]
+    fn key_files_are_read_at_start_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let key = nkeys::KeyPair::new_user();
+        std::fs::write(path("gw.nk"), format!("{}\n", key.seed().unwrap())).unwrap();
+        std::fs::write(path("bad.nk"), "not a seed").unwrap();
+        std::fs::write(path("ca.pem"), "no certificate here").unwrap();
+        let config = |f: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            f(&mut config);
+            NatsOptions::from_config(&config).map_err(|e| format!("{e:#}"))
+        };
+
+        let options = config(&|c| c.nats_nkey_seed = Some(path("gw.nk"))).unwrap();
+        assert!(matches!(&options.auth, KeyAuth::Nkey(k) if k.public_key() == key.public_key()));
+        assert!(!options.require_tls);
+        let options = config(&|c| c.nats_url = "nats://u:p@a:1".into()).unwrap();
+        assert!(options.async_nats("gw".into()).is_ok());
+
+        for (set, key) in [
+            (
+                &(|c: &mut Config| c.nats_nkey_seed = Some(path("missing")))
+                    as &dyn Fn(&mut Config),
+                "nats_nkey_seed",
+            ),
+            (
+                &|c: &mut Config| c.nats_nkey_seed = Some(path("bad.nk")),
+                "nats_nkey_seed",
+            ),
+            (
+                &|c: &mut Config| c.nats_creds = Some(path("bad.nk")),
+                "nats_creds",
+            ),
+            (
+                &|c: &mut Config| c.nats_tls_ca = Some(path("ca.pem")),
+                "nats_tls_ca",
+            ),
+            (
+                &|c: &mut Config| c.nats_tls_key = Some(path("ca.pem")),
+                "nats_tls_cert",
+            ),
+        ] {
+            let err = config(set).unwrap_err();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn creds_files_give_their_jwt_and_seed() {
         let text = "-----BEGIN NATS USER JWT-----\neyJhbGc.payload.sig\n------END NATS USER JWT------\n\n\
             ************************* IMPORTANT *************************\n\
