@@ -280,7 +280,8 @@ async fn a_gateway_reaches_a_nats_server_requiring_tls_client_certificates_and_a
     .await?;
     let port = server.ports().client;
     let keys = Keys::generate();
-    let mut config = fabric::gateway_config(&format!("nats://127.0.0.1:{port}"), "A", &keys);
+    // `tls://`: TLS required by the URL as well as by the server and the CA setting.
+    let mut config = fabric::gateway_config(&format!("tls://127.0.0.1:{port}"), "A", &keys);
     config.nats_nkey_seed = Some(seed_path.display().to_string());
     config.nats_tls_ca = Some(pki.ca.display().to_string());
     config.nats_tls_cert = Some(pki.client_cert.display().to_string());

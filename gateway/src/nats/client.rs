@@ -32,7 +32,8 @@ use serde::Deserialize;
 
 use super::wire::{self, ServerOp, WireError};
 
-/// One NATS server: where, whether TLS from the first byte (`tls://`), credentials of its URL.
+/// One NATS server: where, whether its URL requires TLS (`tls://`; as with every NATS client,
+/// TLS starts after the server's plain-text INFO), credentials of its URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerAddr {
     pub host: String,
@@ -397,35 +398,22 @@ impl<T> Client<T> {
         }
     }
 
-    /// The transport asked for by [`Event::Connect`] is open; the server speaks first (INFO),
-    /// unless the URL says `tls://`: then TLS comes first.
+    /// The transport asked for by [`Event::Connect`] is open; the server speaks first (INFO).
     pub fn handle_open(&mut self, _now: Instant) {
         if let State::Handshake { step, .. } = &mut self.state
             && *step == Step::Opening
         {
-            if self.pool[self.current].tls {
-                *step = Step::Tls;
-                self.events.push_back(Event::StartTls {
-                    host: self.pool[self.current].host.clone(),
-                });
-            } else {
-                *step = Step::Info;
-            }
+            *step = Step::Info;
         }
     }
 
-    /// TLS is up on the transport.
+    /// TLS is up on the transport (asked for after INFO by [`Event::StartTls`]).
     pub fn handle_tls(&mut self, _now: Instant) {
-        self.tls = true;
         if let State::Handshake { step, .. } = &mut self.state
             && *step == Step::Tls
         {
-            if self.pool[self.current].tls {
-                // `tls://`: TLS came first, INFO follows.
-                *step = Step::Info;
-            } else {
-                self.send_connect();
-            }
+            self.tls = true;
+            self.send_connect();
         }
     }
 
