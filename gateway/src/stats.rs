@@ -41,6 +41,10 @@ pub struct Stats {
     pub nats_errors: AtomicU64,
     /// Of those, permissions violations (the link is kept).
     pub nats_permission_errors: AtomicU64,
+    /// Edge links lost, for any reason (`danmu_gateway_nats_link_down_total{priority}`):
+    /// nats-server usually cuts a slow consumer off by closing, without a `-ERR`, so this is
+    /// where that shows.
+    pub nats_links_down: AtomicU64,
     /// High reach: batches sent with a delivery id, acknowledged, sent again, given up on.
     pub reach_delivered: AtomicU64,
     pub reach_acked: AtomicU64,
@@ -172,6 +176,12 @@ impl Stats {
     pub(crate) fn shed(&self, reason: &'static str, messages: u64) {
         self.shed_messages.fetch_add(messages, Ordering::Relaxed);
         counter!("danmu_gateway_shed_messages_total", "reason" => reason).increment(messages);
+    }
+
+    /// An edge link lost its connection (it reconnects on its own).
+    pub(crate) fn nats_link_down(&self, priority: &'static str) {
+        self.nats_links_down.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_nats_link_down_total", "priority" => priority).increment(1);
     }
 
     pub(crate) fn presence_event(&self, kind: &'static str) {

@@ -60,6 +60,7 @@ async fn members_keep_receiving_after_their_nats_server_restarts_and_nothing_twi
         assert_eq!(receive_sequences(member, 5, WAIT).await?, [0, 1, 2, 3, 4]);
     }
 
+    assert_eq!(get(&region.gateway.stats.nats_links_down), 0);
     // Killed and started again on the same port and store.
     region.server.restart().await?;
 
@@ -75,6 +76,11 @@ async fn members_keep_receiving_after_their_nats_server_restarts_and_nothing_twi
         assert_eq!(receive_sequences(member, 5, WAIT).await?, [5, 6, 7, 8, 9]);
         member.expect_silence(Duration::from_millis(300)).await?;
     }
+    assert_eq!(
+        get(&region.gateway.stats.nats_links_down),
+        2,
+        "each link lost its connection once"
+    );
     // Each link holds every subscription once: nothing can arrive twice through NATS.
     let links = edge_subscriptions(&region.server).await?;
     assert_eq!(links.len(), 2, "one link per priority: {links:?}");
@@ -152,6 +158,7 @@ async fn a_permissions_error_on_one_room_keeps_the_other_rooms_receiving() -> an
     // The links were kept: a reconnect would have sent the refused subscriptions again.
     assert_eq!(get(&gateway.stats.nats_permission_errors), 2);
     assert_eq!(get(&gateway.stats.nats_errors), 2);
+    assert_eq!(get(&gateway.stats.nats_links_down), 0);
     distributor.shutdown().await?;
     Ok(())
 }

@@ -198,6 +198,7 @@ impl Link {
     }
 
     fn link_down(&self, reason: &str) {
+        self.stats.nats_link_down(self.priority.token());
         tracing::warn!(%reason, link = %self.label, priority = self.priority.token(), "edge link down; reconnecting");
     }
 
