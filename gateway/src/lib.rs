@@ -108,10 +108,11 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     let nats_options = Arc::new(nats::NatsOptions::from_config(&config)?);
     let connect = |label: &'static str| {
         let options = nats_options.async_nats(format!("danmu-gateway {node_id} {label}"));
+        let urls = nats_options.async_nats_urls();
         let url = config.nats_url.clone();
         async move {
             options?
-                .connect(url.as_str())
+                .connect(urls)
                 .await
                 .with_context(|| format!("connecting to NATS at {url}"))
         }

@@ -324,3 +324,59 @@ async fn a_gateway_reaches_a_nats_server_requiring_tls_client_certificates_and_a
     }
     Ok(())
 }
+
+/// Which of `servers` (by index) hold the gateway's edge links.
+async fn edge_link_hosts(servers: &[danmu_tests::NatsServer]) -> anyhow::Result<Vec<usize>> {
+    let mut hosts = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        for _ in edge_subscriptions(server).await? {
+            hosts.push(i);
+        }
+    }
+    Ok(hosts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lame_duck_mode_moves_the_edge_links_to_another_server_before_it_closes()
+-> anyhow::Result<()> {
+    let cluster = danmu_tests::supercluster(&["A", "B"]).await?;
+    let keys = Keys::generate();
+    let gateway =
+        fabric::start_gateway(fabric::gateway_config(&cluster.client_urls(), "A", &keys)).await?;
+    let room = 71;
+    let mut member =
+        room::join(&keys, Transport::Tcp, gateway.tcp_addr.unwrap(), 1, room, 3).await?;
+    // The links are on a server chosen at random: put the first link's server in lame duck.
+    let hosts = eventually_two_links(&cluster.regions).await?;
+    let (lame, other) = (hosts[0], 1 - hosts[0]);
+    let status = std::process::Command::new(danmu_tests::nats::binary()?)
+        .arg("--signal")
+        .arg(format!("ldm={}", cluster.regions[lame].pid()))
+        .status()?;
+    anyhow::ensure!(status.success(), "nats-server --signal ldm failed");
+    // nats-server waits a grace period (10 s) before it closes clients: the links must not.
+    let moved = std::time::Instant::now();
+    danmu_tests::eventually("both edge links on the other server", WAIT, async || {
+        edge_link_hosts(&cluster.regions)
+            .await
+            .map(|hosts| (hosts == [other, other]).then_some(()))
+    })
+    .await?;
+    assert!(
+        moved.elapsed() < Duration::from_secs(8),
+        "moved after {:?}: that is the server closing us, not lame-duck mode",
+        moved.elapsed()
+    );
+    let business = cluster.regions[other].connect().await?;
+    edge_batches_reach(&business, &mut member, room).await?;
+    Ok(())
+}
+
+async fn eventually_two_links(servers: &[danmu_tests::NatsServer]) -> anyhow::Result<Vec<usize>> {
+    danmu_tests::eventually("two edge links", WAIT, async || {
+        edge_link_hosts(servers)
+            .await
+            .map(|hosts| (hosts.len() == 2).then_some(hosts))
+    })
+    .await
+}

@@ -21,6 +21,8 @@ use crate::stats::Stats;
 
 /// Opening a TCP connection or a TLS session gives up after this long.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write (commands, PONGs, replies: small) that takes longer means the server is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -91,7 +93,12 @@ impl Link {
             }
             if let Some(stream) = transport.as_mut() {
                 while let Some(bytes) = self.client.poll_transmit() {
-                    if let Err(error) = stream.write_all(&bytes).await {
+                    // A server that stops reading must not stall the link (its PING timer
+                    // included) for longer than this.
+                    let written = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+                    if let Err(error) = written {
                         transport = None;
                         self.link_down(&format!("writing: {error}"));
                         self.client.handle_closed(Instant::now(), error.to_string());

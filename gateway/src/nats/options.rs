@@ -122,6 +122,21 @@ impl NatsOptions {
         Ok(options.require_tls(self.require_tls))
     }
 
+    /// Every server as an async-nats URL, credentials left out (they are in the options):
+    /// async-nats takes a list, not one comma-separated string.
+    pub fn async_nats_urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| {
+                let scheme = if s.tls { "tls" } else { "nats" };
+                match s.host.contains(':') {
+                    true => format!("{scheme}://[{}]:{}", s.host, s.port),
+                    false => format!("{scheme}://{}:{}", s.host, s.port),
+                }
+            })
+            .collect()
+    }
+
     /// The rustls configuration of the edge links: the CA file's roots (the system's when
     /// none is configured) and the client certificate if any.
     pub fn tls_config(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
@@ -288,8 +303,10 @@ mod tests {
         let options = config(&|c| c.nats_nkey_seed = Some(path("gw.nk"))).unwrap();
         assert!(matches!(&options.auth, KeyAuth::Nkey(k) if k.public_key() == key.public_key()));
         assert!(!options.require_tls);
-        let options = config(&|c| c.nats_url = "nats://u:p@a:1".into()).unwrap();
+        let options = config(&|c| c.nats_url = "nats://u:p@a:1,tls://[::1]:2".into()).unwrap();
         assert!(options.async_nats("gw".into()).is_ok());
+        assert_eq!(options.async_nats_urls(), ["nats://a:1", "tls://[::1]:2"]);
+        assert!(options.require_tls, "a tls:// URL requires TLS");
 
         for (set, key) in [
             (
