@@ -11,7 +11,20 @@ pub struct Config {
     /// Unique id of this gateway in node lists (defaults to `<region>-<hostname>-<pid>`).
     pub node_id: String,
     pub region: String,
+    /// NATS servers, comma-separated: `[nats|tls]://[user:pass@|token@]host[:port]`.
     pub nats_url: String,
+    /// A `.creds` file (user JWT and nkey seed, as `nsc` writes it) for every NATS connection
+    /// of the gateway; the seed signs the server's nonce. Not with `nats_nkey_seed`.
+    pub nats_creds: Option<String>,
+    /// A file holding an nkey seed (`SU...`) for every NATS connection of the gateway.
+    pub nats_nkey_seed: Option<String>,
+    /// PEM file of the CAs that sign the NATS servers' certificates (the system's roots when
+    /// unset). Setting it requires TLS on every NATS server.
+    pub nats_tls_ca: Option<String>,
+    /// Client certificate (PEM) and its key for NATS servers that verify clients; both or
+    /// neither. Setting them requires TLS.
+    pub nats_tls_cert: Option<String>,
+    pub nats_tls_key: Option<String>,
     /// Control's public key (PEM) for verifying tokens locally; or a path to it.
     pub token_public_key_pem: Option<String>,
     pub token_public_key_path: Option<String>,
@@ -81,6 +94,11 @@ impl Default for Config {
             node_id: String::new(),
             region: "A".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: None,
+            nats_nkey_seed: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
             token_public_key_pem: None,
             token_public_key_path: None,
             ws_listen: Some(([0, 0, 0, 0], 7000).into()),
@@ -249,6 +267,18 @@ impl Config {
         if self.capacity == 0 {
             return invalid("capacity", "must be at least 1");
         }
+        if self.nats_creds.is_some() && self.nats_nkey_seed.is_some() {
+            return invalid(
+                "nats_creds",
+                "set at most one of nats_creds and nats_nkey_seed",
+            );
+        }
+        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
+            return invalid(
+                "nats_tls_cert",
+                "set both nats_tls_cert and nats_tls_key, or neither",
+            );
+        }
         self.upstream.validate()
     }
 
@@ -323,6 +353,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("report_interval_ms"), "{err}");
+        let err = Config {
+            nats_creds: Some("gw.creds".into()),
+            nats_nkey_seed: Some("gw.nk".into()),
+            ..valid()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nats_creds"), "{err}");
+        let err = Config {
+            nats_tls_cert: Some("cert.pem".into()),
+            ..valid()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nats_tls_cert"), "{err}");
         let err = toml::from_str::<Config>("ws_lisen = \"0.0.0.0:1\"").unwrap_err();
         assert!(err.to_string().contains("ws_lisen"));
     }

@@ -66,12 +66,19 @@ impl Group {
 
     /// Queues one batch for every member, high priority ahead of low. A member whose queue is
     /// full sheds low priority (counted); one that cannot take high priority is cut off.
-    pub fn deliver(&self, batch: EdgeBatch, limits: DeliveryLimits, stats: &Stats) {
+    ///
+    /// Returns whether the group has the batch: at least one member queued it now, or it is a
+    /// duplicate of one already delivered. `false` when no member took it (none left, every
+    /// queue full or closed, or the batch is corrupt).
+    pub fn deliver(&self, batch: EdgeBatch, limits: DeliveryLimits, stats: &Stats) -> bool {
         let high = batch.priority == internal::Priority::High as i32;
         let messages = batch.message_count.max(1);
         let fresh = self.dedup.lock().expect("dedup lock").check(&batch);
         let packet = match fresh {
-            Fresh::Nothing => return stats.batch_received("duplicate"),
+            Fresh::Nothing => {
+                stats.batch_received("duplicate");
+                return true;
+            }
             Fresh::All => {
                 stats.batch_received("ok");
                 batch.packet
@@ -85,7 +92,10 @@ impl Group {
                     limits.brotli_quality,
                 ) {
                     Some(packet) => packet,
-                    None => return stats.batch_received("corrupt"),
+                    None => {
+                        stats.batch_received("corrupt");
+                        return false;
+                    }
                 }
             }
         };
@@ -124,6 +134,7 @@ impl Group {
             (now - batch.oldest_publish_unix_micros).max(0) as f64 / 1e6
         });
         stats.delivered(frames, frames * u64::from(messages), bytes, delay);
+        frames > 0
     }
 }
 
@@ -298,8 +309,11 @@ mod tests {
             brotli_quality: 5,
         };
         let room = room.unwrap();
-        room.deliver(edge.clone(), limits, &stats);
-        room.deliver(edge, limits, &stats);
+        assert!(room.deliver(edge.clone(), limits, &stats), "queued");
+        assert!(
+            room.deliver(edge, limits, &stats),
+            "a duplicate was delivered before"
+        );
         assert_eq!(crate::stats::get(&stats.deliveries), 5);
         assert_eq!(crate::stats::get(&stats.batches_duplicate), 1);
         assert_eq!(crate::stats::get(&stats.zlib_encodes), 1);
@@ -308,5 +322,41 @@ mod tests {
             m.outbound.drain_into(0, usize::MAX, |b, _| out.push(b));
             assert_eq!(out.len(), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn deliver_says_whether_a_member_queued_the_batch() {
+        let stats = Arc::new(Stats::default());
+        let rooms = Groups::new(Box::new(Recorder::default()), stats.clone());
+        let limits = DeliveryLimits {
+            max_raw_batch: 1 << 20,
+            brotli_quality: 5,
+        };
+        let raw = danmu_proto::batch::encode_messages([&b"{\"cmd\":\"X\"}"[..]]);
+        let packet =
+            danmu_proto::batch::compressed_packet(3, &danmu_proto::batch::brotli_compress(&raw, 5));
+        let batch = |seq: u64| EdgeBatch {
+            packet: packet.clone(),
+            priority: internal::Priority::High as i32,
+            stream: "PUSH_HI_A".into(),
+            first_stream_seq: seq,
+            last_stream_seq: seq,
+            message_count: 1,
+            stream_seqs: vec![seq],
+            ..Default::default()
+        };
+        let m = member(1, 3);
+        let group = rooms.join(Scope::User(5), m.clone());
+        rooms.leave(&Scope::User(5), 1);
+        assert!(!group.deliver(batch(1), limits, &stats), "no member left");
+        let m = member(2, 3);
+        let group = rooms.join(Scope::User(5), m.clone());
+        m.outbound.close();
+        assert!(
+            !group.deliver(batch(2), limits, &stats),
+            "the only member is closed"
+        );
+        let group = rooms.join(Scope::User(5), member(3, 3));
+        assert!(group.deliver(batch(3), limits, &stats));
     }
 }

@@ -20,8 +20,9 @@
 //!   `connection`, over the `conn::Socket` interface.
 //! - `presence`: a connection's enter/exit events, plain code.
 //! - `online`: online counts summed across gateways (control's totals), plain code.
-//! - `nats_edge`: group subscriptions on NATS, one connection per priority, through
-//!   `nats_wire`, the subscriber side of the NATS protocol as plain code.
+//! - `nats`: group subscriptions on NATS, one link per priority, through our own subscriber
+//!   (wire parser, sans-IO client, tokio link), and the NATS options (servers, credentials,
+//!   TLS) every NATS connection of the gateway uses.
 //! - `nats_presence`: enter/exit events, online reports and totals over NATS.
 //! - `report`: health reports into the nodes KV bucket.
 //! - `stats`: counters, as metrics and as atomics tests can read.
@@ -32,9 +33,8 @@ pub mod conn;
 pub mod connection;
 pub mod edge;
 pub mod groups;
-mod nats_edge;
+pub mod nats;
 mod nats_presence;
-mod nats_wire;
 mod offline;
 pub mod online;
 pub mod outbound;
@@ -112,19 +112,18 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         .context("reading the token public key")?;
     let node_id = config.node_id();
     let stats = Arc::new(Stats::default());
-    // Edge batches come through our own subscriber (one connection per priority, `nats_edge`);
-    // these two async-nats connections carry everything else: offline pushes, health and
-    // online reports, presence events (the first), upstream danmu (the second, so a flood of
-    // them never queues ahead of the rest).
-    let edge_servers = nats_edge::parse_servers(&config.nats_url)?;
+    // Edge batches come through our own subscriber (one link per priority, `nats`); these two
+    // async-nats connections carry everything else: offline pushes, health and online
+    // reports, presence events (the first), upstream danmu (the second, so a flood of them
+    // never queues ahead of the rest). All use the same servers, credentials and TLS.
+    let nats_options = Arc::new(nats::NatsOptions::from_config(&config)?);
     let connect = |label: &'static str| {
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("danmu-gateway {node_id} {label}"))
-            .retry_on_initial_connect();
+        let options = nats_options.async_nats(format!("danmu-gateway {node_id} {label}"));
+        let urls = nats_options.async_nats_urls();
         let url = config.nats_url.clone();
         async move {
-            options
-                .connect(url.as_str())
+            options?
+                .connect(urls)
                 .await
                 .with_context(|| format!("connecting to NATS at {url}"))
         }
@@ -139,13 +138,13 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     };
     // Stopped only after the connections are gone: draining members keep receiving.
     let edge_stop = CancellationToken::new();
-    let edge_source = nats_edge::NatsEdge::start(
-        edge_servers,
+    let edge_source = nats::NatsEdge::start(
+        nats_options.clone(),
         &format!("danmu-gateway {node_id}"),
         limits,
         stats.clone(),
         edge_stop.clone(),
-    );
+    )?;
     let online = Arc::new(std::sync::RwLock::new(online::Totals::new(
         config.online_totals_max_age(),
     )));

@@ -37,8 +37,18 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Low-priority messages not delivered to a member, for any reason (see metrics for why).
     pub shed_messages: AtomicU64,
-    /// Edge batches dropped because this gateway fell behind its NATS subscriptions.
-    pub batches_dropped_behind: AtomicU64,
+    /// Edge batches received from NATS that no member queued
+    /// (`danmu_gateway_batches_dropped_total{reason="not_queued"}`): every member's queue was
+    /// full or closed, or the group had just emptied.
+    pub batches_dropped: AtomicU64,
+    /// `-ERR`s from NATS on the edge links, of any kind (`danmu_gateway_nats_errors_total{kind}`).
+    pub nats_errors: AtomicU64,
+    /// Of those, permissions violations (the link is kept).
+    pub nats_permission_errors: AtomicU64,
+    /// Edge links lost, for any reason (`danmu_gateway_nats_link_down_total{priority}`):
+    /// nats-server usually cuts a slow consumer off by closing, without a `-ERR`, so this is
+    /// where that shows.
+    pub nats_links_down: AtomicU64,
     /// High reach: batches sent with a delivery id, acknowledged, sent again, given up on.
     pub reach_delivered: AtomicU64,
     pub reach_acked: AtomicU64,
@@ -172,17 +182,33 @@ impl Stats {
         }
     }
 
-    /// A NATS subscription overflowed: one edge batch lost before reaching its group.
-    pub(crate) fn gateway_behind(&self, priority: &'static str) {
-        self.batches_dropped_behind.fetch_add(1, Ordering::Relaxed);
-        counter!("danmu_gateway_batches_dropped_total", "reason" => "gateway_behind", "priority" => priority)
+    /// One edge batch received and not queued to any member, by reason.
+    pub(crate) fn batch_dropped(&self, reason: &'static str, priority: &'static str) {
+        self.batches_dropped.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_batches_dropped_total", "reason" => reason, "priority" => priority)
             .increment(1);
+    }
+
+    /// A `-ERR` from NATS on an edge link; `kind` as `nats::client::ErrorKind::label` gives it
+    /// (`slow_consumer` is NATS cutting this gateway off for reading too slowly).
+    pub(crate) fn nats_error(&self, kind: &'static str) {
+        self.nats_errors.fetch_add(1, Ordering::Relaxed);
+        if kind == "permissions" {
+            self.nats_permission_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        counter!("danmu_gateway_nats_errors_total", "kind" => kind).increment(1);
     }
 
     /// Low-priority messages dropped for members, by reason.
     pub(crate) fn shed(&self, reason: &'static str, messages: u64) {
         self.shed_messages.fetch_add(messages, Ordering::Relaxed);
         counter!("danmu_gateway_shed_messages_total", "reason" => reason).increment(messages);
+    }
+
+    /// An edge link lost its connection (it reconnects on its own).
+    pub(crate) fn nats_link_down(&self, priority: &'static str) {
+        self.nats_links_down.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_nats_link_down_total", "priority" => priority).increment(1);
     }
 
     pub(crate) fn presence_event(&self, kind: &'static str) {

@@ -321,7 +321,7 @@ async fn the_kernel_send_buffer_per_socket_is_bounded_by_default() -> anyhow::Re
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let send_buffer: u64 = text
-        .split(|c: char| c == ',' || c == '(')
+        .split([',', '('])
         .find_map(|field| field.strip_prefix("tb")?.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no send buffer in ss output: {text:?}"))?;
     assert_eq!(send_buffer, 2 * 64 * 1024, "{text}");

@@ -78,6 +78,12 @@ pub struct ServerSpec {
     /// never elects a meta leader: it waits for a route, gateway or leaf connection, and a route
     /// to itself is closed as a duplicate); its cluster name still scopes the mappings.
     pub gateways: Vec<Gateway>,
+    /// Appended to the rendered config as it is: TLS, `authorization`, operator blocks
+    /// (see [`crate::nats::security`]).
+    pub extra: String,
+    /// `extra` puts the server in operator mode: then the `mappings` block is left out
+    /// (nats-server refuses account configuration outside the account JWTs).
+    pub operator_mode: bool,
 }
 
 impl ServerSpec {
@@ -141,7 +147,10 @@ pub fn server_config(spec: &ServerSpec) -> String {
         let _ = writeln!(w, "  ]");
         let _ = writeln!(w, "}}");
     }
-    out.push_str(&mappings_block(&spec.regions()));
+    if !spec.operator_mode {
+        out.push_str(&mappings_block(&spec.regions()));
+    }
+    out.push_str(&spec.extra);
     out
 }
 
@@ -181,6 +190,8 @@ mod tests {
             ports: ServerPorts::dev(1),
             store_dir: "/tmp/store".into(),
             gateways,
+            extra: String::new(),
+            operator_mode: false,
         }
     }
 

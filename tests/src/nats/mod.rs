@@ -6,10 +6,13 @@
 //! - `server`: [`NatsServer`], one process; killed and its store removed on Drop.
 //! - `supercluster`: [`single`], [`supercluster`] and [`SuperclusterBuilder`], with readiness checks.
 //! - `monitor`: a raw HTTP GET for the monitoring port.
+//! - `security`: certificates (rcgen), nkeys and JWTs for servers that require TLS and
+//!   authentication, and the config blocks that say so.
 
 mod binary;
 mod config;
 mod monitor;
+pub mod security;
 mod server;
 mod supercluster;
 #[cfg(test)]
@@ -23,5 +26,5 @@ pub use config::{
 pub use server::NatsServer;
 pub use supercluster::{
     PortLayout, SINGLE_READY_TIMEOUT, SUPERCLUSTER_READY_TIMEOUT, Supercluster,
-    SuperclusterBuilder, single, supercluster,
+    SuperclusterBuilder, single, single_with, supercluster,
 };

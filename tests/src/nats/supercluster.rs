@@ -26,6 +26,13 @@ const START_ATTEMPTS: usize = 3;
 /// It is standalone, not a one-server cluster: a clustered JetStream never elects a meta leader
 /// without a route, gateway or leaf connection to another server. Stream placement is ignored.
 pub async fn single() -> anyhow::Result<NatsServer> {
+    single_with(String::new(), false).await
+}
+
+/// [`single`] with `extra` appended to its config (TLS, users, an operator: see
+/// [`super::security`]); `operator_mode` when `extra` sets an operator (the region mappings
+/// are then left out: operator mode keeps them in account JWTs).
+pub async fn single_with(extra: String, operator_mode: bool) -> anyhow::Result<NatsServer> {
     let mut last_error = None;
     for _ in 0..START_ATTEMPTS {
         let temp = TempDir::with_prefix("danmu-nats-")?;
@@ -35,6 +42,8 @@ pub async fn single() -> anyhow::Result<NatsServer> {
             ports: ServerPorts::free(),
             store_dir: temp.path().join("store"),
             gateways: Vec::new(),
+            extra: extra.clone(),
+            operator_mode,
         };
         let mut server = NatsServer::spawn(spec, ServerDir::Temp(temp), SINGLE_READY_TIMEOUT)?;
         match server.wait_healthy(SINGLE_READY_TIMEOUT).await {
@@ -184,6 +193,8 @@ impl SuperclusterBuilder {
                 ports: *p,
                 store_dir: dir.join("store"),
                 gateways: gateways.clone(),
+                extra: String::new(),
+                operator_mode: false,
             })
             .collect()
     }
