@@ -599,11 +599,7 @@ impl Connection {
                 }
                 // RFC 6455 4.2.2: the server picks one of the offered subprotocols; any will
                 // do, the protocol is the same, but a browser fails a handshake without one.
-                self.transmit
-                    .push(Bytes::from(websocket::accept_response_with_protocol(
-                        &request.key,
-                        request.protocols.first().map(String::as_str),
-                    )));
+                self.transmit.push(Bytes::from(request.accept_response()));
                 self.phase = Phase::Open;
                 self.close_sent = false;
                 if !self.admitted {
@@ -611,10 +607,8 @@ impl Connection {
                 }
             }
             Err(error) => {
-                self.transmit.push(Bytes::from(websocket::error_response(
-                    error.status(),
-                    &error.to_string(),
-                )));
+                // 426 with the version we speak, 405, 431 or 400 (RFC 6455 4.2.1, 4.4).
+                self.transmit.push(Bytes::from(error.response()));
                 self.begin_close(now, CloseReason::Protocol(format!("handshake: {error}")));
             }
         }

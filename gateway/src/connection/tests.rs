@@ -606,6 +606,30 @@ fn the_upgrade_echoes_a_subprotocol_and_refuses_other_paths() {
         "{written}"
     );
 
+    // Refused upgrades get their status (RFC 6455 4.2.1, 4.4) and a close.
+    for (request, status) in [
+        (
+            "GET /sub HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+            "HTTP/1.1 426",
+        ),
+        (
+            "PUT /sub HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "HTTP/1.1 405",
+        ),
+        ("GET /sub HTTP/1.1\r\nHost: gw\r\n\r\n", "HTTP/1.1 400"),
+    ] {
+        let mut h = Harness::new(Transport::WebSocket);
+        h.feed(0.0, request.as_bytes());
+        let written = String::from_utf8(h.take_written()).unwrap();
+        assert!(written.starts_with(status), "{written}");
+        assert!(matches!(h.reason(), Some(CloseReason::Protocol(_))));
+        if status.ends_with("426") {
+            assert!(written.contains("Sec-WebSocket-Version: 13"), "{written}");
+        }
+    }
+
     let mut h = Harness::new(Transport::WebSocket);
     h.feed(
         0.0,

@@ -31,10 +31,25 @@ fn window_bits(len: usize) -> i32 {
     bits.clamp(17, 22) as i32
 }
 
-/// Decompresses brotli, failing once the output would exceed `max_len` bytes.
+/// Decompresses brotli, failing once the output would exceed `max_len` bytes. Only RFC 7932
+/// streams are accepted: a "large window" stream (window up to 1 GiB, an extension the brotli
+/// decoder enables by default) is [`BatchError::Corrupt`], so decoding allocates at most a
+/// 16 MiB window besides the output.
 pub fn brotli_decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>, BatchError> {
+    if is_large_window(data) {
+        return Err(BatchError::Corrupt {
+            codec: "brotli",
+            detail: "large-window stream (RFC 7932 windows are at most 16 MiB)".to_owned(),
+        });
+    }
     let reader = brotli::Decompressor::new(data, 4096);
     read_bounded(reader, max_len, "brotli")
+}
+
+/// Whether a brotli stream starts with the large-window marker: WBITS read LSB first as the
+/// bits 1, 000, 001 (the low seven bits 0x11), which RFC 7932 section 9.1 leaves invalid.
+fn is_large_window(data: &[u8]) -> bool {
+    data.first().is_some_and(|b| b & 0x7f == 0x11)
 }
 
 /// zlib (RFC 1950: the 2-byte header and Adler-32 trailer that protover-2 clients expect) of

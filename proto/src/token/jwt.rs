@@ -7,8 +7,10 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
+use serde::Deserialize;
+
 use super::keys::pkcs8_der;
-use super::{AUDIENCE, Claims, TokenError};
+use super::{AUDIENCE, Claims, IAT_LEEWAY_SECS, ISSUER, TokenError};
 
 /// Signs tokens with control's private key.
 #[derive(Clone)]
@@ -46,8 +48,8 @@ impl TokenVerifier {
         let key =
             VerifyingKey::from_public_key_pem(pem).map_err(|e| TokenError::Key(e.to_string()))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
-        // Time and audience are checked below against the caller's `now`: the library would read
-        // the system clock and add 60 s of leeway.
+        // Time, audience and issuer are checked below against the caller's `now`: the library
+        // would read the system clock and add 60 s of leeway.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
@@ -59,19 +61,45 @@ impl TokenVerifier {
         })
     }
 
-    /// Checks the signature (EdDSA only), then `aud == AUDIENCE`, then `now_unix < exp`.
+    /// Verifies `token` at `now_unix` (unix seconds) and returns its claims. Checks, in order:
+    /// the signature (EdDSA only) and the claims' shape ([`TokenError::Malformed`] when a
+    /// required claim is missing or of the wrong type), `aud == AUDIENCE`, `iss == ISSUER`,
+    /// `sub == uid` in decimal, `now_unix >= nbf` when the token has an `nbf` (RFC 7519 section
+    /// 4.1.5; control does not write one), `iat <= now_unix + IAT_LEEWAY_SECS`, and
+    /// `now_unix < exp` ([`Claims::check_time`]). `exp` and `nbf` get no leeway.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, TokenError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(map_error)?
-            .claims;
+        let Verified { claims, nbf } =
+            jsonwebtoken::decode::<Verified>(token, &self.key, &self.validation)
+                .map_err(map_error)?
+                .claims;
         if claims.aud != AUDIENCE {
             return Err(TokenError::WrongAudience);
         }
-        if claims.exp <= now_unix {
-            return Err(TokenError::Expired);
+        if claims.iss != ISSUER {
+            return Err(TokenError::WrongIssuer);
         }
+        if claims.sub != claims.uid.to_string() {
+            return Err(TokenError::SubjectMismatch);
+        }
+        if nbf.is_some_and(|nbf| now_unix < nbf) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.iat > now_unix.saturating_add(IAT_LEEWAY_SECS) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        claims.check_time(now_unix)?;
         Ok(claims)
     }
+}
+
+/// A token's payload as verified: our [`Claims`] plus the registered `nbf` claim, which control
+/// does not write but which a token may carry and must then be honoured.
+#[derive(Deserialize)]
+struct Verified {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default)]
+    nbf: Option<u64>,
 }
 
 /// jsonwebtoken picks its crypto backend from crate features, and panics on use if another crate

@@ -14,8 +14,13 @@ pub use keys::{KeyPair, generate_keypair};
 
 /// The `aud` every token must carry: gateways are its only consumers.
 pub const AUDIENCE: &str = "danmu-gateway";
-/// The `iss` control writes. Informational: gateways trust the key, not this string.
+/// The `iss` every token must carry: control is the only issuer. The key is what proves it;
+/// the check refuses a token signed with our key for another purpose.
 pub const ISSUER: &str = "danmu-control";
+/// How far in the future `iat` may lie, in seconds, before a token is refused: control stamps
+/// `iat` with its own clock, and a gateway whose clock lags control's by a second must still
+/// accept a token issued just now. `exp` and `nbf` get no leeway.
+pub const IAT_LEEWAY_SECS: u64 = 60;
 
 /// What a token says about its bearer.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -30,11 +35,12 @@ pub struct Claims {
     /// Rooms the bearer may enter; `None` means any room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<u64>>,
-    /// Issued at, unix seconds.
+    /// Issued at, unix seconds; refused when more than [`IAT_LEEWAY_SECS`] after the
+    /// verification time.
     pub iat: u64,
     /// Expires at, unix seconds: valid while `now < exp`.
     pub exp: u64,
-    /// Issuer, normally [`ISSUER`].
+    /// Issuer, must be [`ISSUER`].
     pub iss: String,
     /// Audience, must be [`AUDIENCE`].
     pub aud: String,
@@ -52,6 +58,19 @@ impl Claims {
             exp: now_unix.saturating_add(ttl_secs),
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
+        }
+    }
+
+    /// Re-checks, at `now_unix` (unix seconds), the time claim that can turn a verified token
+    /// invalid later: valid while `now_unix < exp`, otherwise [`TokenError::Expired`]. The
+    /// gateway calls it before acting on a token it verified earlier (e.g. a room change). The
+    /// other time claims (`nbf`, `iat`) only become easier to satisfy as time passes, so
+    /// [`TokenVerifier::verify`] checking them once is enough.
+    pub fn check_time(&self, now_unix: u64) -> Result<(), TokenError> {
+        if now_unix < self.exp {
+            Ok(())
+        } else {
+            Err(TokenError::Expired)
         }
     }
 
@@ -78,17 +97,30 @@ pub enum TokenError {
     /// `exp` is not after the verification time.
     #[error("token expired")]
     Expired,
+    /// `nbf` (not before) is after the verification time.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// `iat` is more than [`IAT_LEEWAY_SECS`] after the verification time.
+    #[error("token issued in the future")]
+    IssuedInFuture,
     /// `aud` is not [`AUDIENCE`].
     #[error("token audience is not {AUDIENCE}")]
     WrongAudience,
+    /// `iss` is not [`ISSUER`].
+    #[error("token issuer is not {ISSUER}")]
+    WrongIssuer,
+    /// `sub` is not `uid` written in decimal.
+    #[error("token subject does not match its uid")]
+    SubjectMismatch,
     /// A key could not be read or used.
     #[error("key error: {0}")]
     Key(String),
 }
 
 impl TokenError {
-    /// The AUTH_REPLY code: an expired token asks the client to fetch a new one, anything else
-    /// is simply invalid.
+    /// The AUTH_REPLY code: an expired token asks the client to fetch a new one
+    /// ([`code::TOKEN_EXPIRED`]); anything else, a token not valid yet included, is
+    /// [`code::TOKEN_INVALID`].
     pub fn auth_code(&self) -> i32 {
         match self {
             TokenError::Expired => code::TOKEN_EXPIRED,

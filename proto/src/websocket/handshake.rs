@@ -7,7 +7,7 @@ use sha1::{Digest, Sha1};
 
 /// The GUID every server appends to the client's key before hashing (RFC 6455 section 1.3).
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-/// Headers httparse will read; a real browser sends about 15.
+/// Headers httparse will read; a real browser sends about 15. More is answered with 431.
 const MAX_HEADERS: usize = 64;
 /// Bound on a server's response header block, for [`parse_response`].
 const MAX_RESPONSE_LEN: usize = 16 * 1024;
@@ -29,56 +29,115 @@ pub struct UpgradeRequest {
     pub protocols: Vec<String>,
 }
 
-/// Why an upgrade request or response is unacceptable.
+impl UpgradeRequest {
+    /// The subprotocol the server selects: the first one the client offered, or `None` when it
+    /// offered none. RFC 6455 section 4.2.2 lets the server pick any offered one; browsers fail
+    /// the connection when they offered some and the response selects none.
+    pub fn selected_protocol(&self) -> Option<&str> {
+        self.protocols.first().map(String::as_str)
+    }
+
+    /// The 101 response to this request: [`accept_response_with_protocol`] with this request's
+    /// key and [`selected_protocol`](Self::selected_protocol).
+    pub fn accept_response(&self) -> Vec<u8> {
+        accept_response_with_protocol(&self.key, self.selected_protocol())
+    }
+}
+
+/// Why an upgrade request or response is unacceptable. For a request, [`status`](Self::status)
+/// and [`response`](Self::response) give the HTTP answer the server sends before closing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
     /// The header block is larger than allowed (or not finished within that many bytes).
+    /// Answered with 431.
     #[error("header block exceeds {max} bytes")]
     TooLarge {
         /// The limit.
         max: usize,
     },
-    /// Not parseable as HTTP/1.x.
+    /// More than 64 header lines. Answered with 431.
+    #[error("more than {max} header lines")]
+    TooManyHeaders {
+        /// The limit.
+        max: usize,
+    },
+    /// Not parseable as HTTP/1.x. Answered with 400.
     #[error("bad HTTP: {0}")]
     Http(String),
-    /// A method other than GET.
+    /// A method other than GET. Answered with 405 and `Allow: GET`.
     #[error("method {0} is not GET")]
     NotGet(String),
-    /// HTTP/1.0: upgrades need 1.1.
+    /// HTTP/1.0: upgrades need 1.1. Answered with 400.
     #[error("HTTP/1.1 required")]
     NotHttp11,
-    /// No `Upgrade: websocket`.
+    /// No `Upgrade: websocket`. Answered with 400.
     #[error("missing Upgrade: websocket")]
     MissingUpgrade,
-    /// No `upgrade` token in `Connection`.
+    /// No `upgrade` token in `Connection`. Answered with 400.
     #[error("missing Connection: upgrade")]
     MissingConnectionUpgrade,
-    /// `Sec-WebSocket-Version` absent or not 13.
+    /// `Sec-WebSocket-Version` absent or not 13. Answered with 426 and
+    /// `Sec-WebSocket-Version: 13` (RFC 6455 section 4.4).
     #[error("unsupported Sec-WebSocket-Version {0:?}")]
     UnsupportedVersion(String),
-    /// No `Sec-WebSocket-Key`.
+    /// No `Sec-WebSocket-Key`. Answered with 400.
     #[error("missing Sec-WebSocket-Key")]
     MissingKey,
-    /// A `Sec-WebSocket-Key` that is not base64 of 16 bytes.
+    /// A `Sec-WebSocket-Key` that is not base64 of 16 bytes. Answered with 400.
     #[error("Sec-WebSocket-Key is not base64 of 16 bytes")]
     BadKey,
+    /// A `Sec-WebSocket-Protocol` entry that is not an HTTP token (RFC 6455 section 4.1:
+    /// printable ASCII without separators), so it could not be echoed safely. Answered with 400.
+    #[error("Sec-WebSocket-Protocol entry {0:?} is not a token")]
+    BadProtocol(String),
 }
 
 impl HandshakeError {
-    /// The HTTP status to answer with [`error_response`].
+    /// The HTTP status this error is answered with: 431 for [`TooLarge`](Self::TooLarge) and
+    /// [`TooManyHeaders`](Self::TooManyHeaders), 405 for [`NotGet`](Self::NotGet), 426 for
+    /// [`UnsupportedVersion`](Self::UnsupportedVersion), 400 for everything else.
     pub fn status(&self) -> u16 {
         match self {
-            HandshakeError::TooLarge { .. } => 431,
+            HandshakeError::TooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 431,
             HandshakeError::NotGet(_) => 405,
             HandshakeError::UnsupportedVersion(_) => 426,
             _ => 400,
         }
     }
+
+    /// The whole HTTP/1.1 response to send before closing: the status line for
+    /// [`status`](Self::status) with its standard reason phrase, `Allow: GET` on 405,
+    /// `Sec-WebSocket-Version: 13` on 426, `Connection: close`, and this error's text as a
+    /// `text/plain` body.
+    pub fn response(&self) -> Vec<u8> {
+        let status = self.status();
+        let extra: &[(&str, &str)] = match status {
+            405 => &[("Allow", "GET")],
+            426 => &[("Sec-WebSocket-Version", "13")],
+            _ => &[],
+        };
+        http_response(status, reason_phrase(status), extra, &self.to_string())
+    }
+}
+
+/// The standard reason phrase of the statuses we send (RFC 9110 section 15, RFC 6585 for 431).
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
 }
 
 /// Parses a client's upgrade request from the start of `buf`. `Ok(None)`: the header block is
 /// not complete yet. `Ok(Some((request, n)))`: the first `n` bytes were the request; anything
-/// after them is already WebSocket data.
+/// after them is already WebSocket data. `max_len` bounds the header block in bytes: a block
+/// not finished within it is [`HandshakeError::TooLarge`] as soon as more than `max_len` bytes
+/// are buffered. On error, send [`HandshakeError::response`] and close.
 pub fn parse_upgrade_request(
     buf: &[u8],
     max_len: usize,
@@ -91,6 +150,9 @@ pub fn parse_upgrade_request(
             return Err(HandshakeError::TooLarge { max: max_len });
         }
         Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::TooManyHeaders { max: MAX_HEADERS });
+        }
         Err(e) => return Err(HandshakeError::Http(e.to_string())),
     };
     if len > max_len {
@@ -120,6 +182,10 @@ pub fn parse_upgrade_request(
     if STANDARD.decode(key).map(|k| k.len()) != Ok(16) {
         return Err(HandshakeError::BadKey);
     }
+    let protocols = list(headers, "sec-websocket-protocol");
+    if let Some(bad) = protocols.iter().find(|p| !is_token(p)) {
+        return Err(HandshakeError::BadProtocol(bad.clone()));
+    }
     let path = req.path.unwrap_or("/");
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     let request = UpgradeRequest {
@@ -127,9 +193,17 @@ pub fn parse_upgrade_request(
         key: key.to_owned(),
         offered_extensions: list(headers, "sec-websocket-extensions"),
         forwarded_for: header(headers, "x-forwarded-for").map(|v| v.trim().to_owned()),
-        protocols: list(headers, "sec-websocket-protocol"),
+        protocols,
     };
     Ok(Some((request, len)))
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 section 5.6.2), the syntax RFC 6455 section 4.1
+/// requires of each `Sec-WebSocket-Protocol` entry.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The first header named `name` (case-insensitive), if it is UTF-8.
@@ -195,25 +269,37 @@ pub fn accept_response_with_protocol(key: &str, protocol: Option<&str>) -> Vec<u
     response.into_bytes()
 }
 
-/// A plain HTTP error that closes the connection, with the reason as a text body.
+/// A plain HTTP error that closes the connection, with `reason` as the reason phrase and as
+/// a `text/plain` body. A 426 also carries `Sec-WebSocket-Version: 13`. For a failed upgrade,
+/// [`HandshakeError::response`] gives the right status and headers; this is for the answers the
+/// caller decides on (e.g. 404 for a path it does not serve).
 pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
-    let reason = printable(reason);
-    let version_hint = if status == 426 {
-        "Sec-WebSocket-Version: 13\r\n"
+    let extra: &[(&str, &str)] = if status == 426 {
+        &[("Sec-WebSocket-Version", "13")]
     } else {
-        ""
+        &[]
     };
-    format!(
-        "HTTP/1.1 {status} {reason}\r\n\
-         {version_hint}\
-         Connection: close\r\n\
+    http_response(status, reason, extra, reason)
+}
+
+/// `HTTP/1.1 {status} {reason}`, the `extra` headers, `Connection: close`, and `body` plus a
+/// newline as `text/plain`. Control characters are dropped from `reason` and `body`.
+fn http_response(status: u16, reason: &str, extra: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let reason = printable(reason);
+    let body = printable(body);
+    let mut response = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in extra {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    response.push_str(&format!(
+        "Connection: close\r\n\
          Content-Type: text/plain; charset=utf-8\r\n\
          Content-Length: {}\r\n\
          \r\n\
-         {reason}\n",
-        reason.len() + 1
-    )
-    .into_bytes()
+         {body}\n",
+        body.len() + 1
+    ));
+    response.into_bytes()
 }
 
 /// Drops control characters so caller-supplied text cannot inject headers.

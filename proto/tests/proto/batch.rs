@@ -174,3 +174,114 @@ proptest! {
         let _ = unpack(&Frame::new(v, op::MESSAGE, 0, body), 1 << 16);
     }
 }
+
+/// A real zlib bomb: a valid zlib stream of `mib` MiB of zeros, about 1 KiB of stream per MiB.
+/// Built by compressing one MiB of zeros with a sync flush (which ends the block on a byte
+/// boundary) and repeating the second such block, which only copies from the window; then an
+/// empty final block and the Adler-32 of the zeros.
+fn zlib_bomb(mib: usize) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let zeros = vec![0u8; 1 << 20];
+    let mut enc = Compress::new(Compression::best(), true);
+    let mut first = Vec::with_capacity(8 << 10);
+    enc.compress_vec(&zeros, &mut first, FlushCompress::Sync)
+        .unwrap();
+    let mut repeat = Vec::with_capacity(8 << 10);
+    enc.compress_vec(&zeros, &mut repeat, FlushCompress::Sync)
+        .unwrap();
+    assert_eq!(enc.total_in(), 2 << 20, "output buffers too small");
+    let mut stream = first;
+    for _ in 1..mib {
+        stream.extend_from_slice(&repeat);
+    }
+    // Final fixed-Huffman block holding only end-of-block (BFINAL=1, BTYPE=01, code 0000000).
+    stream.extend_from_slice(&[0x03, 0x00]);
+    // Adler-32 of n zero bytes: a = 1, b = n mod 65521.
+    let b = ((mib as u64) << 20) % 65521;
+    stream.extend_from_slice(&(((b << 16) | 1) as u32).to_be_bytes());
+    stream
+}
+
+/// A real brotli bomb: `mib` MiB of zeros, streamed through the encoder at quality 1.
+fn brotli_bomb(mib: usize) -> Vec<u8> {
+    use std::io::Write;
+    let zeros = vec![0u8; 1 << 20];
+    let mut enc = brotli::CompressorWriter::new(Vec::new(), 1 << 16, 1, 24);
+    for _ in 0..mib {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.into_inner()
+}
+
+#[test]
+fn gigabyte_bombs_are_refused_without_inflating_them() {
+    // The constructions are sound: small ones inflate to exactly their zeros.
+    for (v, small) in [
+        (version::ZLIB, zlib_bomb(3)),
+        (version::BROTLI, brotli_bomb(3)),
+    ] {
+        let inner = unpack(&Frame::new(v, op::MESSAGE, 0, small.clone()), 3 << 20);
+        // Zeros are not whole packets (header length 0): the body inflated fully, then split.
+        assert!(
+            matches!(inner, Err(BatchError::Inner(_))),
+            "v{v}: {inner:?}"
+        );
+        let raw = match v {
+            version::ZLIB => zlib_decompress(&small, 3 << 20),
+            _ => brotli_decompress(&small, 3 << 20),
+        };
+        assert_eq!(raw.unwrap(), vec![0u8; 3 << 20]);
+    }
+    // 1 GiB each, from about 1 MiB (zlib) and 190 KiB (brotli) of stream. Unbounded, unpack
+    // would allocate the whole gigabyte; bounded, it stops one byte past the limit.
+    for (v, bomb) in [
+        (version::ZLIB, zlib_bomb(1024)),
+        (version::BROTLI, brotli_bomb(1024)),
+    ] {
+        assert!(bomb.len() < 2 << 20, "v{v}: {} bytes", bomb.len());
+        let outer = decode_one_big(&compressed_packet(v, &bomb));
+        assert_eq!(
+            unpack(&outer, 1 << 20),
+            Err(BatchError::TooLarge { max: 1 << 20 })
+        );
+    }
+}
+
+/// Like `decode_one`, for an outer packet larger than a client packet may be.
+fn decode_one_big(bytes: &[u8]) -> Frame {
+    let mut buf = BytesMut::from(bytes);
+    frame::decode(&mut buf, usize::MAX).unwrap().unwrap()
+}
+
+#[test]
+fn large_window_brotli_is_refused() {
+    // The encoder's large-window mode (lgwin up to 30: a 1 GiB window the decoder would
+    // allocate up front). A valid stream, but not RFC 7932 brotli.
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 5,
+        lgwin: 30,
+        large_window: true,
+        ..Default::default()
+    };
+    let mut large = Vec::new();
+    let run = encode_messages([DANMU, GIFT]);
+    brotli::BrotliCompress(&mut &run[..], &mut large, &params).unwrap();
+    assert_eq!(large[0] & 0x7f, 0x11, "not a large-window stream");
+    assert!(matches!(
+        brotli_decompress(&large, 1 << 20),
+        Err(BatchError::Corrupt {
+            codec: "brotli",
+            ..
+        })
+    ));
+    // The same input at RFC 7932's largest window decodes.
+    let params = brotli::enc::BrotliEncoderParams {
+        lgwin: 24,
+        large_window: false,
+        ..params
+    };
+    let mut standard = Vec::new();
+    brotli::BrotliCompress(&mut &run[..], &mut standard, &params).unwrap();
+    let outer = Frame::new(version::BROTLI, op::MESSAGE, 0, standard);
+    assert_eq!(unpack(&outer, 1 << 20).unwrap(), expected_inner());
+}

@@ -1,5 +1,5 @@
-//! Tokens: round trip, expiry at the exact boundary, forgery, audience, algorithm confusion,
-//! garbage.
+//! Tokens: round trip, expiry and not-before at the exact boundary, issuance time, forgery,
+//! audience, issuer, subject, algorithm confusion, garbage.
 
 use std::sync::LazyLock;
 
@@ -7,7 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use danmu_proto::auth::code;
 use danmu_proto::token::{
-    AUDIENCE, Claims, ISSUER, KeyPair, TokenError, TokenIssuer, TokenVerifier, generate_keypair,
+    AUDIENCE, Claims, IAT_LEEWAY_SECS, ISSUER, KeyPair, TokenError, TokenIssuer, TokenVerifier,
+    generate_keypair,
 };
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use proptest::prelude::*;
@@ -71,6 +72,108 @@ fn expiry_boundary_is_exact() {
         Err(TokenError::Expired)
     );
     assert_eq!(TokenError::Expired.auth_code(), code::TOKEN_EXPIRED);
+}
+
+/// A token signed with our key whose payload is `json` as is (claims [`Claims`] cannot write).
+fn signed(json: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &json,
+        &jsonwebtoken::EncodingKey::from_ed_pem(KEYS.private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// [`claims`] as JSON with `nbf` added.
+fn with_nbf(nbf: serde_json::Value) -> String {
+    let mut json = serde_json::to_value(claims()).unwrap();
+    json["nbf"] = nbf;
+    signed(json)
+}
+
+#[test]
+fn not_before_in_the_future_is_refused_without_leeway() {
+    let token = with_nbf((NOW + 60).into());
+    let err = verifier().verify(&token, NOW).unwrap_err();
+    assert_eq!(err, TokenError::NotYetValid);
+    assert_eq!(err.auth_code(), code::TOKEN_INVALID);
+    assert_eq!(
+        verifier().verify(&token, NOW + 59),
+        Err(TokenError::NotYetValid)
+    );
+    // Valid from `nbf` itself on.
+    assert_eq!(verifier().verify(&token, NOW + 60).unwrap(), claims());
+    assert_eq!(
+        verifier().verify(&with_nbf(NOW.into()), NOW).unwrap(),
+        claims()
+    );
+    // An `nbf` that is not unix seconds is not a token we can judge.
+    for bad in [serde_json::json!("soon"), serde_json::json!(-1)] {
+        assert_eq!(
+            verifier().verify(&with_nbf(bad), NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+}
+
+#[test]
+fn issued_in_the_future_beyond_the_leeway_is_refused() {
+    let at = |iat| issuer().issue(&Claims { iat, ..claims() }).unwrap();
+    assert!(verifier().verify(&at(NOW + IAT_LEEWAY_SECS), NOW).is_ok());
+    let err = verifier()
+        .verify(&at(NOW + IAT_LEEWAY_SECS + 1), NOW)
+        .unwrap_err();
+    assert_eq!(err, TokenError::IssuedInFuture);
+    assert_eq!(err.auth_code(), code::TOKEN_INVALID);
+}
+
+#[test]
+fn expired_token_is_refused_even_when_everything_else_holds() {
+    let c = Claims::new(42, NOW - 3600, 600);
+    let err = verifier()
+        .verify(&issuer().issue(&c).unwrap(), NOW)
+        .unwrap_err();
+    assert_eq!(
+        (err.clone(), err.auth_code()),
+        (TokenError::Expired, code::TOKEN_EXPIRED)
+    );
+}
+
+#[test]
+fn check_time_refuses_a_verified_token_once_it_expires() {
+    let c = verifier()
+        .verify(&issuer().issue(&claims()).unwrap(), NOW)
+        .unwrap();
+    assert_eq!(c.check_time(NOW), Ok(()));
+    assert_eq!(c.check_time(c.exp - 1), Ok(()));
+    assert_eq!(c.check_time(c.exp), Err(TokenError::Expired));
+    assert_eq!(c.check_time(u64::MAX), Err(TokenError::Expired));
+}
+
+#[test]
+fn wrong_issuer_or_subject() {
+    let c = Claims {
+        iss: "someone-else".into(),
+        ..claims()
+    };
+    let err = verifier()
+        .verify(&issuer().issue(&c).unwrap(), NOW)
+        .unwrap_err();
+    assert_eq!(
+        (err.clone(), err.auth_code()),
+        (TokenError::WrongIssuer, code::TOKEN_INVALID)
+    );
+    let c = Claims {
+        sub: "43".into(),
+        ..claims()
+    };
+    let err = verifier()
+        .verify(&issuer().issue(&c).unwrap(), NOW)
+        .unwrap_err();
+    assert_eq!(
+        (err.clone(), err.auth_code()),
+        (TokenError::SubjectMismatch, code::TOKEN_INVALID)
+    );
 }
 
 #[test]
@@ -157,12 +260,7 @@ fn garbage_is_malformed() {
         assert_eq!(err.auth_code(), code::TOKEN_INVALID, "{token}: {err:?}");
     }
     // A validly signed token whose claims have the wrong shape.
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
-        &serde_json::json!({"sub": "x", "exp": NOW + 60}),
-        &jsonwebtoken::EncodingKey::from_ed_pem(KEYS.private_pem.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let token = signed(serde_json::json!({"sub": "x", "exp": NOW + 60}));
     assert_eq!(verifier().verify(&token, NOW), Err(TokenError::Malformed));
 }
 

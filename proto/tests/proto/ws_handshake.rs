@@ -187,3 +187,155 @@ fn client_and_server_agree() {
     assert!(text.contains(&accept_key(&key)));
     assert!(parse_response(&vec![b'a'; 20_000]).is_err());
 }
+
+/// Status, headers (lower-cased names) and header-block length of a complete response.
+fn head(bytes: &[u8]) -> (u16, Vec<(String, String)>, usize) {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(n) = resp.parse(bytes).unwrap() else {
+        panic!("incomplete response");
+    };
+    let headers = resp
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8(h.value.to_vec()).unwrap();
+            (h.name.to_ascii_lowercase(), value)
+        })
+        .collect();
+    (resp.code.unwrap(), headers, n)
+}
+
+/// Status, headers and body of an error answer, checked to be one whole HTTP/1.1 message that
+/// closes the connection and whose `Content-Length` matches its body.
+fn answer(bytes: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    let (status, headers, n) = head(bytes);
+    let body = String::from_utf8(bytes[n..].to_vec()).unwrap();
+    assert!(has(&headers, "content-length", &body.len().to_string()));
+    assert!(has(&headers, "connection", "close"));
+    (status, headers, body)
+}
+
+fn has(headers: &[(String, String)], name: &str, value: &str) -> bool {
+    headers.iter().any(|(k, v)| k == name && v == value)
+}
+
+#[test]
+fn wrong_or_missing_version_is_426_with_the_supported_version() {
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+    for version in [Some("Sec-WebSocket-Version: 8"), None] {
+        let mut lines = vec!["Upgrade: websocket", "Connection: Upgrade", key];
+        lines.extend(version);
+        let err = parse_upgrade_request(request(&lines).as_bytes(), 4096).unwrap_err();
+        assert!(matches!(err, HandshakeError::UnsupportedVersion(_)));
+        let bytes = err.response();
+        assert!(bytes.starts_with(b"HTTP/1.1 426 Upgrade Required\r\n"));
+        let (status, headers, _) = answer(&bytes);
+        assert_eq!(status, 426);
+        assert!(has(&headers, "sec-websocket-version", "13"), "{headers:?}");
+    }
+}
+
+#[test]
+fn other_methods_are_405_allowing_get() {
+    let req = CHROME.replacen("GET", "PUT", 1);
+    let err = parse_upgrade_request(req.as_bytes(), 8192).unwrap_err();
+    assert_eq!(err, HandshakeError::NotGet("PUT".into()));
+    let bytes = err.response();
+    assert!(bytes.starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
+    let (status, headers, body) = answer(&bytes);
+    assert_eq!(status, 405);
+    assert!(has(&headers, "allow", "GET"), "{headers:?}");
+    assert_eq!(body, "method PUT is not GET\n");
+}
+
+#[test]
+fn oversized_header_blocks_are_431() {
+    let long = parse_upgrade_request(CHROME.as_bytes(), 100).unwrap_err();
+    let pad: String = (0..70).map(|i| format!("X-Pad-{i}: x\r\n")).collect();
+    let many = CHROME.replacen("\r\n", &format!("\r\n{pad}"), 1);
+    let many = parse_upgrade_request(many.as_bytes(), 1 << 20).unwrap_err();
+    assert_eq!(many, HandshakeError::TooManyHeaders { max: 64 });
+    for err in [long, many] {
+        let bytes = err.response();
+        assert!(bytes.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert_eq!(answer(&bytes).0, 431);
+    }
+}
+
+#[test]
+fn other_malformed_requests_are_400() {
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+    let cases = [
+        request(&["Connection: Upgrade", "Sec-WebSocket-Version: 13", key]),
+        request(&["Upgrade: websocket", "Sec-WebSocket-Version: 13", key]),
+        request(&[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+        ]),
+        request(&[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: c2hvcnQ=",
+        ]),
+        request(&[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            key,
+            "Sec-WebSocket-Protocol: goim, bad protocol",
+        ]),
+        CHROME.replacen("HTTP/1.1", "HTTP/1.0", 1),
+        "\x16\x03\x01 tls hello\r\n\r\n".to_owned(),
+    ];
+    for req in cases {
+        let err = parse_upgrade_request(req.as_bytes(), 4096).unwrap_err();
+        let bytes = err.response();
+        assert!(
+            bytes.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+            "{err:?}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let (status, headers, body) = answer(&bytes);
+        assert_eq!(status, 400);
+        assert_eq!(body, format!("{err}\n"));
+        assert!(!headers.iter().any(|(k, _)| k == "sec-websocket-version"));
+    }
+}
+
+#[test]
+fn the_first_offered_subprotocol_is_echoed() {
+    let offer = request(&[
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Protocol: danmu.v1, goim",
+    ]);
+    let (req, _) = parse_upgrade_request(offer.as_bytes(), 4096)
+        .unwrap()
+        .unwrap();
+    assert_eq!(req.selected_protocol(), Some("danmu.v1"));
+    let bytes = req.accept_response();
+    let (status, headers, n) = head(&bytes);
+    assert_eq!(n, bytes.len());
+    assert_eq!(status, 101);
+    assert!(
+        has(&headers, "sec-websocket-protocol", "danmu.v1"),
+        "{headers:?}"
+    );
+    assert!(has(
+        &headers,
+        "sec-websocket-accept",
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    ));
+
+    // No offer: no subprotocol header, the same bytes as before subprotocols existed.
+    let (plain, _) = parse_upgrade_request(CHROME.as_bytes(), 8192)
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain.selected_protocol(), None);
+    assert_eq!(plain.accept_response(), accept_response(&plain.key));
+}
