@@ -1,10 +1,16 @@
 //! What every danmu binary shares, so each `main.rs` stays a dozen lines.
 //!
 //! # Layout
+//! - [`config`]: the one configuration loader: a TOML file, `DANMU_<SERVICE>__<KEY>` environment
+//!   overrides, durations as `"15s"`, errors that name the file, variable or key.
+//! - [`jetstream`]: the JetStream bucket several services open (the nodes bucket), defined once.
 //! - [`init_tracing`]: logs to stderr, filtered by `RUST_LOG` (default `info`).
 //! - [`install_prometheus`]: the `/metrics` exporter, with histogram buckets set so latencies
 //!   aggregate across instances (without buckets the exporter renders summaries).
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
+
+pub mod config;
+pub mod jetstream;
 
 use std::net::SocketAddr;
 
