@@ -53,7 +53,7 @@ impl Worker {
             Aggregator::new(self.config.window());
         // Pulls must expire well within the failover time, or the pin lapses between pulls
         // (config validation relies on this being a third of it).
-        let expires = Duration::from_millis(self.config.failover_ms / 3);
+        let expires = self.config.failover / 3;
         let mut messages = self
             .consumer
             .stream()

@@ -13,8 +13,10 @@ pub mod config;
 pub mod jetstream;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_util::MetricKindMask;
 
 /// Latency buckets in seconds: sub-millisecond to seconds, dense where our bars are (5 ms
 /// for high priority, 200 ms p99 for hot rooms).
@@ -36,9 +38,16 @@ pub fn init_tracing() {
 }
 
 /// Serves Prometheus metrics on `addr` (`GET /metrics`). Must be called inside a Tokio runtime.
-pub fn install_prometheus(addr: SocketAddr) -> anyhow::Result<()> {
+///
+/// With `gauge_idle_timeout`, a gauge not set for that long is dropped from the output (labels
+/// that went away: rooms that left a top list, regions gone); without, gauges stay forever.
+pub fn install_prometheus(
+    addr: SocketAddr,
+    gauge_idle_timeout: Option<Duration>,
+) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        .idle_timeout(MetricKindMask::GAUGE, gauge_idle_timeout)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_ratio".into()), RATIO_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_messages".into()), COUNT_BUCKETS)?

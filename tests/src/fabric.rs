@@ -73,9 +73,9 @@ pub fn gateway_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_gatewa
         token_public_key_pem: Some(keys.public_pem.clone()),
         ws_listen: Some(([127, 0, 0, 1], 0).into()),
         tcp_listen: Some(([127, 0, 0, 1], 0).into()),
-        report_interval_ms: 500,
-        drain_period_ms: 500,
-        node_ttl_secs: 5,
+        report_interval: Duration::from_millis(500),
+        drain_period: Duration::from_millis(500),
+        node_ttl: Duration::from_secs(5),
         ..Default::default()
     }
 }
@@ -97,8 +97,8 @@ pub fn distributor_config(nats_url: &str, region: &str) -> danmu_distributor::Co
         ..Default::default()
     };
     for worker in [&mut config.low, &mut config.high] {
-        worker.ack_wait_ms = 1_000;
-        worker.failover_ms = 2_000;
+        worker.ack_wait = Duration::from_secs(1);
+        worker.failover = Duration::from_secs(2);
     }
     config
 }
@@ -194,7 +194,7 @@ pub fn control_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_contro
 pub struct Control {
     pub addr: std::net::SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), danmu_control::Error>>,
 }
 
 impl Drop for Control {
