@@ -190,11 +190,26 @@ pub fn control_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_contro
     }
 }
 
-/// Control running in-process on a free loopback port; stops when dropped.
+/// Control running in-process on a free loopback port; [`Control::stop`] stops it as its
+/// shutdown signal would, dropping it aborts it.
 pub struct Control {
     pub addr: std::net::SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), danmu_control::Error>>,
+}
+
+impl Control {
+    /// Completes the shutdown future and returns what `danmu_control::run` returned; an error
+    /// if it has not returned within 15 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let joined = tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .map_err(|_| anyhow::anyhow!("control did not stop within 15s of its shutdown"))?;
+        Ok(joined??)
+    }
 }
 
 impl Drop for Control {
@@ -212,7 +227,7 @@ pub async fn start_control(config: danmu_control::Config) -> anyhow::Result<Cont
     }));
     Ok(Control {
         addr,
-        _stop: stop,
+        stop: Some(stop),
         task,
     })
 }
