@@ -27,13 +27,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use danmu_proto::subjects::{self, Priority};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ConfigError};
 pub use streams::StreamError;
+pub use worker::WorkerError;
 
 /// Header on offline pushes: when JetStream first stored the push (unix micros).
 pub const PUBLISHED_HEADER: &str = "Danmu-Published-Micros";
@@ -56,12 +56,29 @@ pub enum StartError {
     Stream(#[from] StreamError),
 }
 
+/// Why a running distributor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// It never started.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A worker failed (NATS gone for good, a publish refused).
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A task panicked.
+    #[error("a distributor task panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+    /// A task ended on its own, which they only do on shutdown.
+    #[error("a distributor task ended before shutdown")]
+    Ended,
+}
+
 /// A running distributor: its tasks run until [`Distributor::shutdown`] (or
 /// [`Distributor::kill`]); dropping it without either aborts them, as `kill` does.
 pub struct Distributor {
     pub stats: Arc<Stats>,
     stop: CancellationToken,
-    tasks: JoinSet<anyhow::Result<()>>,
+    tasks: JoinSet<Result<(), WorkerError>>,
 }
 
 /// Validates `config`, then for each priority (high, low): connects to NATS (one connection
@@ -127,10 +144,10 @@ pub async fn start(config: Config) -> Result<Distributor, StartError> {
 impl Distributor {
     /// Tells every task to stop, and waits for each: workers flush and ack their open batches
     /// first. Returns the first task error.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
         self.stop.cancel();
         while let Some(result) = self.tasks.join_next().await {
-            result.context("distributor task panicked")??;
+            result??;
         }
         Ok(())
     }
@@ -141,19 +158,18 @@ impl Distributor {
     }
 
     /// Resolves when a task ends on its own (an error: the workers only end on shutdown).
-    pub async fn failed(&mut self) -> anyhow::Error {
+    pub async fn failed(&mut self) -> RunError {
         match self.tasks.join_next().await {
-            Some(Ok(Err(error))) => error,
-            Some(Ok(Ok(()))) => anyhow::anyhow!("a distributor task ended"),
-            Some(Err(error)) => anyhow::anyhow!("a distributor task panicked: {error}"),
-            None => anyhow::anyhow!("no distributor tasks"),
+            Some(Ok(Err(error))) => error.into(),
+            Some(Ok(Ok(()))) | None => RunError::Ended,
+            Some(Err(error)) => error.into(),
         }
     }
 }
 
 /// Runs until `shutdown` resolves, then drains gracefully; ends early with the error of a task
 /// that failed.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let mut distributor = start(config).await?;
     tokio::select! {
         _ = shutdown => distributor.shutdown().await,

@@ -23,5 +23,5 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_listen {
         danmu_runtime::install_prometheus(addr, None)?;
     }
-    danmu_distributor::run(config, danmu_runtime::shutdown_signal()).await
+    Ok(danmu_distributor::run(config, danmu_runtime::shutdown_signal()).await?)
 }
