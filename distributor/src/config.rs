@@ -273,4 +273,16 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("`low.failover`"), "{err}");
     }
+
+    #[test]
+    fn the_dev_configs_load() {
+        for name in ["distributor-a", "distributor-b"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dev")
+                .join(format!("{name}.toml"));
+            if let Err(error) = Config::load(Some(&path), []) {
+                panic!("dev/{name}.toml: {error}");
+            }
+        }
+    }
 }

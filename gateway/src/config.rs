@@ -339,4 +339,16 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_dev_configs_load() {
+        for name in ["gateway-a", "gateway-b"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dev")
+                .join(format!("{name}.toml"));
+            if let Err(error) = Config::load(Some(&path), []) {
+                panic!("dev/{name}.toml: {error}");
+            }
+        }
+    }
 }

@@ -349,4 +349,16 @@ mod tests {
         assert_eq!(config.rules[0].mode, Mode::Polling);
         assert_eq!(format!("{:?}", config.api_keys), "[\"<redacted>\"]");
     }
+
+    #[test]
+    fn the_dev_configs_load() {
+        for name in ["control", "control-b"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dev")
+                .join(format!("{name}.toml"));
+            if let Err(error) = Config::load(Some(&path), []) {
+                panic!("dev/{name}.toml: {error}");
+            }
+        }
+    }
 }
