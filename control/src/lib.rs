@@ -18,7 +18,8 @@
 //! - [`error`]: errors as `{"error": "..."}` JSON.
 //!
 //! [`app`] builds the router (tested with `oneshot`, no server); [`run`] connects to NATS and
-//! serves a bound listener until its shutdown future completes.
+//! serves a bound listener until its shutdown future completes, then stops its tasks ([`Tasks`])
+//! and waits for them.
 
 pub mod config;
 pub mod error;
@@ -35,12 +36,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{CidrRegion, Config, ConfigError, Secret};
@@ -146,13 +148,70 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Serves control on `listener` until `shutdown` completes: validates `config`, loads the
-/// signing key, connects to NATS, opens (or creates) the nodes bucket, starts the watcher.
+/// Why control could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration or the signing key cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// NATS refused or never answered the connection.
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    /// The nodes bucket could neither be opened nor created.
+    #[error(transparent)]
+    NodesBucket(#[from] danmu_runtime::jetstream::BucketError),
+    /// Presence (its stream or subscriptions) could not start.
+    #[error("starting presence: {0}")]
+    Presence(#[from] presence::StartError),
+    /// The HTTP listener failed.
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Control's background tasks: spawned into one tracker, stopped by one token, waited for on
+/// shutdown (never polled for).
+#[derive(Clone, Default)]
+pub struct Tasks {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Tasks {
+    /// Spawns `task`; it is dropped at its next `.await` once [`Tasks::shutdown`] starts.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// Stops every task and waits until all of them have ended.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Serves control on `listener` until `shutdown` completes.
+///
+/// Validates `config`, loads the signing key, connects to NATS, and opens (or creates) the
+/// nodes bucket ([`danmu_runtime::jetstream::nodes_bucket`]). It then spawns the bucket watcher,
+/// the node gauge refresher and, when `region` is set, presence's tasks ([`presence::start`]),
+/// and serves HTTP. Once `shutdown` completes it stops taking connections, lets requests in
+/// flight finish, stops every task it spawned and returns when all have ended. Dropping the
+/// returned future (aborting its task) stops the spawned tasks too.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     config.validate()?;
     let keys = SigningKeys::load(&config)?;
     if config.api_keys.is_empty() {
@@ -165,29 +224,29 @@ pub async fn run(
         .name("danmu-control")
         .connect(servers)
         .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        .map_err(|source| Error::Connect {
+            url: config.nats_url.clone(),
+            source,
+        })?;
     let js = async_nats::jetstream::new(client.clone());
-    let kv = node_table::ensure_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
+    let kv =
+        danmu_runtime::jetstream::nodes_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
 
+    let tasks = Tasks::default();
+    // Whatever way this function ends (an error below, or its task aborted), the tasks stop.
+    let _stop_tasks = tasks.stop.clone().drop_guard();
     let nodes = SharedNodes::new(config.node_ttl);
-    let watcher = tokio::spawn(node_table::watch(kv, nodes.clone()));
-    let presence = match &config.region {
-        Some(region) => Some(
-            presence::start(
-                client,
-                nodes.clone(),
-                presence::Settings {
-                    region: region.clone(),
-                    publish_interval: config.online_publish_interval,
-                    top_rooms: config.top_rooms,
-                    max_age: config.presence_max_age,
-                    node_ttl: config.node_ttl,
-                },
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    tasks.spawn(node_table::watch(kv, nodes.clone()));
+    if let Some(region) = &config.region {
+        let settings = presence::Settings {
+            region: region.clone(),
+            publish_interval: config.online_publish_interval,
+            top_rooms: config.top_rooms,
+            max_age: config.presence_max_age,
+            node_ttl: config.node_ttl,
+        };
+        presence::start(client, nodes.clone(), settings, &tasks).await?;
+    }
     let known_regions = config
         .regions
         .iter()
@@ -195,24 +254,23 @@ pub async fn run(
         .chain(config.cidr_regions.iter().map(|row| &row.region))
         .cloned()
         .collect::<Vec<_>>();
-    let gauges = tokio::spawn(node_table::publish_gauges(
+    tasks.spawn(node_table::publish_gauges(
         nodes.clone(),
         known_regions,
         GAUGE_PERIOD,
     ));
     let state = AppState::new(&config, keys, nodes);
 
-    info!(addr = %listener.local_addr()?, bucket = %config.nodes_bucket, "control serving");
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    info!(%addr, bucket = %config.nodes_bucket, "control serving");
     let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    watcher.abort();
-    gauges.abort();
-    drop(presence);
-    served.context("serving HTTP")?;
+    tasks.shutdown().await;
+    served.map_err(Error::Serve)?;
     info!("control stopped");
     Ok(())
 }

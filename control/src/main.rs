@@ -6,11 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use danmu_control::{Config, metrics};
-use metrics_exporter_prometheus::PrometheusBuilder;
-use metrics_util::MetricKindMask;
+use danmu_control::Config;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -20,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 )]
 struct Args {
     /// TOML configuration file; `DANMU_CONTROL__<KEY>` variables override it.
-    #[arg(long, env = "DANMU_CONTROL_CONFIG")]
+    #[arg(long, short, env = "DANMU_CONTROL_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,49 +40,18 @@ const DEFAULT_METRICS_LISTEN: SocketAddr =
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    danmu_runtime::init_tracing();
     let args = Args::parse();
     if let Some(Command::Keygen { out_dir }) = args.command {
         return keygen(&out_dir);
     }
-
     let config = Config::load(args.config.as_deref(), std::env::vars())?;
     let metrics_listen = config.metrics_listen.unwrap_or(DEFAULT_METRICS_LISTEN);
-    PrometheusBuilder::new()
-        .with_http_listener(metrics_listen)
-        // Without buckets the exporter renders histograms as summaries.
-        .set_buckets(metrics::HTTP_DURATION_BUCKETS)?
-        // Gauges not set for a while go: rooms that left the top-rooms metric, regions gone.
-        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
-        .install()
-        .with_context(|| format!("starting the metrics listener on {metrics_listen}"))?;
-
+    danmu_runtime::install_prometheus(metrics_listen, Some(GAUGE_IDLE_TIMEOUT))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    danmu_control::run(listener, config, shutdown_signal()).await
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown signal received; draining HTTP requests");
+    Ok(danmu_control::run(listener, config, danmu_runtime::shutdown_signal()).await?)
 }
 
 fn keygen(out_dir: &Path) -> anyhow::Result<()> {

@@ -34,11 +34,6 @@ pub const PRESENCE_LIVE_CONNECTIONS: &str = "danmu_control_presence_live_connect
 /// Exits emitted for connections of gateways that died.
 pub const PRESENCE_EXITS_EMITTED: &str = "danmu_control_presence_lost_exits_total";
 
-/// Histogram buckets for `HTTP_REQUEST_DURATION`, in seconds.
-pub const HTTP_DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
 /// Registers help texts with whatever recorder is installed.
 pub fn describe() {
     describe_counter!(TOKENS_ISSUED, "Tokens issued.");

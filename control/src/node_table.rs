@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use futures::StreamExt;
 use metrics::{counter, gauge};
 use tracing::{debug, info, warn};
@@ -53,36 +53,6 @@ impl SharedNodes {
                 "node table in sync with the KV bucket"
             );
         }
-    }
-}
-
-/// Why the bucket could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("opening KV bucket {bucket}: {error}")]
-pub struct BucketError {
-    pub bucket: String,
-    pub error: async_nats::jetstream::context::CreateKeyValueError,
-}
-
-/// Opens the nodes bucket, creating it with the configuration gateways use when it is
-/// missing. A bucket that exists already (perhaps with other settings) is used as it is.
-pub async fn ensure_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    ttl: Duration,
-) -> Result<kv::Store, BucketError> {
-    let config = kv::Config {
-        bucket: bucket.to_owned(),
-        history: 1,
-        max_age: ttl,
-        ..Default::default()
-    };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(create_error) => js.get_key_value(bucket).await.map_err(|_| BucketError {
-            bucket: bucket.to_owned(),
-            error: create_error,
-        }),
     }
 }
 

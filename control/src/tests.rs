@@ -318,3 +318,31 @@ async fn the_demo_page_is_served_only_when_enabled() {
         "the page asks control for a token"
     );
 }
+
+/// Sets its flag when dropped: the task holding it has ended.
+struct Ended(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn shutdown_returns_once_every_task_has_ended() {
+    let tasks = Tasks::default();
+    let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..3 {
+        let flag = Ended(ended.clone());
+        tasks.spawn(async move {
+            let _flag = flag;
+            // Yield a few times before going quiet, so the task is mid-flight at shutdown.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            std::future::pending::<()>().await;
+        });
+    }
+    tasks.shutdown().await;
+    assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

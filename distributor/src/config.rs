@@ -1,8 +1,13 @@
-//! Distributor configuration: a TOML file, environment overrides, validated at start.
+//! Distributor configuration, loaded like every service's ([`danmu_runtime::config`]): a TOML
+//! file, then `DANMU_DISTRIBUTOR__<KEY>` environment overrides, then [`Config::validate`], whose
+//! errors name the offending key.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
+pub use danmu_runtime::config::ConfigError;
+use danmu_runtime::config::{Schema, duration};
 use serde::Deserialize;
 
 use crate::window::WindowConfig;
@@ -43,7 +48,7 @@ impl Default for Config {
             streams: StreamLimits::default(),
             low: WorkerConfig::default(),
             high: WorkerConfig {
-                window_ms: 0,
+                window: Duration::ZERO,
                 ..WorkerConfig::default()
             },
             offline: OfflineConfig::default(),
@@ -58,24 +63,27 @@ impl Default for Config {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamLimits {
-    pub max_age_secs: u64,
+    /// What the distributor has not consumed after this long is dropped. Default 1h.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_age: Duration,
     pub max_bytes: i64,
     pub max_messages: i64,
     /// Largest payload a business may publish.
     pub max_message_bytes: i32,
-    /// `Nats-Msg-Id` de-duplication window.
-    pub duplicate_window_secs: u64,
+    /// `Nats-Msg-Id` de-duplication window. Default 2m.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub duplicate_window: Duration,
     pub replicas: usize,
 }
 
 impl Default for StreamLimits {
     fn default() -> Self {
         StreamLimits {
-            max_age_secs: 3600,
+            max_age: Duration::from_secs(3600),
             max_bytes: 1 << 30,
             max_messages: 10_000_000,
             max_message_bytes: 64 * 1024,
-            duplicate_window_secs: 120,
+            duplicate_window: Duration::from_secs(120),
             replicas: 1,
         }
     }
@@ -87,20 +95,24 @@ impl Default for StreamLimits {
 #[serde(default, deny_unknown_fields)]
 pub struct OfflineConfig {
     pub enabled: bool,
-    pub max_age_secs: u64,
+    /// A stored push older than this is dropped. Default 1d.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_age: Duration,
     /// Older pushes of a user are dropped beyond this many.
     pub max_per_user: i64,
     /// How long to wait for a gateway to confirm a live delivery before storing the push.
-    pub live_timeout_ms: u64,
+    /// Default 1s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub live_timeout: Duration,
 }
 
 impl Default for OfflineConfig {
     fn default() -> Self {
         OfflineConfig {
             enabled: true,
-            max_age_secs: 24 * 3600,
+            max_age: Duration::from_secs(24 * 3600),
             max_per_user: 100,
-            live_timeout_ms: 1_000,
+            live_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -109,8 +121,9 @@ impl Default for OfflineConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Aggregation window; 0 sends every message on its own.
-    pub window_ms: u64,
+    /// Aggregation window; `"0s"` sends every message on its own. Default 20ms (low), 0s (high).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub window: Duration,
     pub max_batch_messages: usize,
     pub max_batch_bytes: usize,
     /// Messages requested per pull.
@@ -118,26 +131,29 @@ pub struct WorkerConfig {
     /// Unacknowledged messages the consumer hands out before waiting for acks.
     pub max_ack_pending: i64,
     /// Redelivery after this long without an ack. Far above the window, so redelivery only
-    /// happens after a distributor died.
-    pub ack_wait_ms: u64,
+    /// happens after a distributor died. Default 4s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub ack_wait: Duration,
     /// A standby instance takes over after the active one has not pulled for this long.
     ///
-    /// Must exceed `ack_wait_ms` plus the pull expiry (a third of this): then everything the
+    /// Must exceed `ack_wait` plus the pull expiry (a third of this): then everything the
     /// dead instance left unacked is already due for redelivery when the standby gets the pin,
     /// and JetStream hands redeliveries out before new messages, so the room's order holds.
-    pub failover_ms: u64,
+    /// Default 8s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub failover: Duration,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            window_ms: 20,
+            window: Duration::from_millis(20),
             max_batch_messages: 200,
             max_batch_bytes: 32 * 1024,
             pull_batch: 500,
             max_ack_pending: 20_000,
-            ack_wait_ms: 4_000,
-            failover_ms: 8_000,
+            ack_wait: Duration::from_secs(4),
+            failover: Duration::from_secs(8),
         }
     }
 }
@@ -145,10 +161,7 @@ impl Default for WorkerConfig {
 impl WorkerConfig {
     fn validate(&self, section: &'static str) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, reason: &str| {
-            Err(ConfigError::Invalid {
-                key: format!("{section}.{key}"),
-                reason: reason.into(),
-            })
+            Err(ConfigError::invalid(format!("{section}.{key}"), reason))
         };
         if self.max_batch_messages == 0 {
             return invalid("max_batch_messages", "must be at least 1");
@@ -156,16 +169,16 @@ impl WorkerConfig {
         if self.pull_batch == 0 {
             return invalid("pull_batch", "must be at least 1");
         }
-        if self.ack_wait_ms < 500 || self.ack_wait_ms <= self.window_ms * 10 {
+        if self.ack_wait < Duration::from_millis(500) || self.ack_wait <= self.window * 10 {
             return invalid(
-                "ack_wait_ms",
-                "must be at least 500 and far above the window, or messages are redelivered while still batched",
+                "ack_wait",
+                "must be at least 500ms and far above the window, or messages are redelivered while still batched",
             );
         }
-        if self.failover_ms * 2 / 3 <= self.ack_wait_ms + 100 {
+        if self.failover * 2 / 3 <= self.ack_wait + Duration::from_millis(100) {
             return invalid(
-                "failover_ms",
-                "must exceed 1.5 x ack_wait_ms (+150 ms), or a standby could take over before the dead instance's messages are due again, breaking room order",
+                "failover",
+                "must exceed 1.5 x ack_wait (+150ms), or a standby could take over before the dead instance's messages are due again, breaking room order",
             );
         }
         Ok(())
@@ -173,87 +186,35 @@ impl WorkerConfig {
 
     pub fn window(&self) -> WindowConfig {
         WindowConfig {
-            window: Duration::from_millis(self.window_ms),
+            window: self.window,
             max_messages: self.max_batch_messages,
             max_bytes: self.max_batch_bytes,
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("parsing {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
-    #[error("environment variable {var}: {reason}")]
-    Env { var: String, reason: String },
-    #[error("invalid `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-/// Environment variables that override the file, for container deployments.
-const ENV_OVERRIDES: &[&str] = &[
-    "DANMU_NATS_URL",
-    "DANMU_REGION",
-    "DANMU_INSTANCE",
-    "DANMU_METRICS_LISTEN",
-];
+/// How `DANMU_DISTRIBUTOR__*` variables are typed: these keys are always strings.
+pub const SCHEMA: Schema = Schema {
+    service: "distributor",
+    strings: &["nats_url", "region", "instance", "metrics_listen"],
+    lists: &[],
+};
 
 impl Config {
-    /// Reads the file (if any), applies `DANMU_*` environment overrides, validates.
-    pub fn load(path: Option<&str>) -> Result<Config, ConfigError> {
-        let mut config = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.into(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.into(),
-                    source,
-                })?
-            }
-            None => Config::default(),
-        };
-        for var in ENV_OVERRIDES {
-            if let Ok(value) = std::env::var(var) {
-                config.apply_override(var, value)?;
-            }
-        }
+    /// Reads `path` (if any), applies the `DANMU_DISTRIBUTOR__*` variables of `vars` (pass
+    /// `std::env::vars()`), and validates.
+    pub fn load(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config: Config = SCHEMA.load(path, vars)?;
         config.validate()?;
         Ok(config)
     }
 
-    fn apply_override(&mut self, var: &str, value: String) -> Result<(), ConfigError> {
-        match var {
-            "DANMU_NATS_URL" => self.nats_url = value,
-            "DANMU_REGION" => self.region = value,
-            "DANMU_INSTANCE" => self.instance = value,
-            "DANMU_METRICS_LISTEN" => {
-                self.metrics_listen = Some(value.parse().map_err(|e| ConfigError::Env {
-                    var: var.into(),
-                    reason: format!("{e}"),
-                })?)
-            }
-            _ => unreachable!("only listed variables are read"),
-        }
-        Ok(())
-    }
-
+    /// Checks what types cannot: names, ranges, and the worker timings' order.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| {
-            Err(ConfigError::Invalid {
-                key: key.into(),
-                reason: reason.into(),
-            })
-        };
+        let invalid = |key: &str, reason: &str| Err(ConfigError::invalid(key, reason));
         if !danmu_proto::subjects::is_valid_token(&self.region) {
             return invalid("region", "must be one NATS subject token, e.g. `A`");
         }
@@ -282,10 +243,10 @@ mod tests {
     #[test]
     fn a_file_sets_nested_keys_and_unknown_keys_are_rejected() {
         let config: Config =
-            toml::from_str("region = \"B\"\n[low]\nwindow_ms = 50\nmax_batch_messages = 10\n")
+            toml::from_str("region = \"B\"\n[low]\nwindow = \"50ms\"\nmax_batch_messages = 10\n")
                 .unwrap();
         assert_eq!(config.region, "B");
-        assert_eq!(config.low.window_ms, 50);
+        assert_eq!(config.low.window, Duration::from_millis(50));
         assert_eq!(config.low.pull_batch, WorkerConfig::default().pull_batch);
         let err = toml::from_str::<Config>("regoin = \"B\"").unwrap_err();
         assert!(err.to_string().contains("regoin"), "{err}");
@@ -305,11 +266,23 @@ mod tests {
                 .contains("`region`")
         );
         config.region = "A".into();
-        config.low.ack_wait_ms = 0;
+        config.low.ack_wait = Duration::ZERO;
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("low.ack_wait_ms"), "{err}");
-        config.low.ack_wait_ms = 6_000;
+        assert!(err.contains("`low.ack_wait`"), "{err}");
+        config.low.ack_wait = Duration::from_secs(6);
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("low.failover_ms"), "{err}");
+        assert!(err.contains("`low.failover`"), "{err}");
+    }
+
+    #[test]
+    fn the_dev_configs_load() {
+        for name in ["distributor-a", "distributor-b"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dev")
+                .join(format!("{name}.toml"));
+            if let Err(error) = Config::load(Some(&path), []) {
+                panic!("dev/{name}.toml: {error}");
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! subject for gateways to write as is.
 //!
 //! # Layout
-//! - `config`: the TOML configuration and its validation.
+//! - `config`: the configuration (loaded by [`danmu_runtime::config`]) and its validation.
 //! - `window`: the adaptive aggregation window, plain state with an explicit clock.
 //! - `confirm`: live-delivery confirmations of user pushes (else stored offline), plain state.
 //! - `encode`: a closed batch to the `EdgeBatch` gateways receive (the one compression).
@@ -27,26 +27,67 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use danmu_proto::subjects::{self, Priority};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
+pub use streams::StreamError;
+pub use worker::WorkerError;
 
 /// Header on offline pushes: when JetStream first stored the push (unix micros).
 pub const PUBLISHED_HEADER: &str = "Danmu-Published-Micros";
 pub use stats::Stats;
 
-/// A running distributor.
+/// Why the distributor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// NATS refused the connection.
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    /// A push stream, the offline stream or a consumer could not be set up.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+/// Why a running distributor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// It never started.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A worker failed (NATS gone for good, a publish refused).
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A task panicked.
+    #[error("a distributor task panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+    /// A task ended on its own, which they only do on shutdown.
+    #[error("a distributor task ended before shutdown")]
+    Ended,
+}
+
+/// A running distributor: its tasks run until [`Distributor::shutdown`] (or
+/// [`Distributor::kill`]); dropping it without either aborts them, as `kill` does.
 pub struct Distributor {
     pub stats: Arc<Stats>,
     stop: CancellationToken,
-    tasks: JoinSet<anyhow::Result<()>>,
+    tasks: JoinSet<Result<(), WorkerError>>,
 }
 
-/// Connects, makes sure the streams and consumers exist, and starts the workers.
-pub async fn start(config: Config) -> anyhow::Result<Distributor> {
+/// Validates `config`, then for each priority (high, low): connects to NATS (one connection
+/// per priority, so a low-priority flood never queues ahead of a high-priority batch), creates
+/// or updates the push stream when `ensure_streams` is set (and the offline stream, for high
+/// priority with offline storage on), creates the durable consumer, and spawns two tasks: the
+/// worker (pull, aggregate, publish, ack) and the consumer-lag sampler. Stop them with
+/// [`Distributor::shutdown`], which flushes open batches first.
+pub async fn start(config: Config) -> Result<Distributor, StartError> {
     config.validate()?;
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
@@ -60,7 +101,10 @@ pub async fn start(config: Config) -> anyhow::Result<Distributor> {
             .retry_on_initial_connect()
             .connect(config.nats_url.as_str())
             .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+            .map_err(|source| StartError::Connect {
+                url: config.nats_url.clone(),
+                source,
+            })?;
         let js = async_nats::jetstream::new(client.clone());
         let consumer = streams::ensure(&js, &config, priority, worker_config).await?;
         let offline =
@@ -72,7 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Distributor> {
         let confirmations = offline.map(|offline| {
             confirm::Confirmations::<worker::PendingMessage>::new(
                 format!("_DANMU_CONFIRM.{}", client.new_inbox().replace('.', "_")),
-                Duration::from_millis(offline.live_timeout_ms),
+                offline.live_timeout,
             )
         });
         let worker = worker::Worker {
@@ -98,11 +142,12 @@ pub async fn start(config: Config) -> anyhow::Result<Distributor> {
 }
 
 impl Distributor {
-    /// Flushes open batches, acks them and stops.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    /// Tells every task to stop, and waits for each: workers flush and ack their open batches
+    /// first. Returns the first task error.
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
         self.stop.cancel();
         while let Some(result) = self.tasks.join_next().await {
-            result.context("distributor task panicked")??;
+            result??;
         }
         Ok(())
     }
@@ -113,18 +158,18 @@ impl Distributor {
     }
 
     /// Resolves when a task ends on its own (an error: the workers only end on shutdown).
-    pub async fn failed(&mut self) -> anyhow::Error {
+    pub async fn failed(&mut self) -> RunError {
         match self.tasks.join_next().await {
-            Some(Ok(Err(error))) => error,
-            Some(Ok(Ok(()))) => anyhow::anyhow!("a distributor task ended"),
-            Some(Err(error)) => anyhow::anyhow!("a distributor task panicked: {error}"),
-            None => anyhow::anyhow!("no distributor tasks"),
+            Some(Ok(Err(error))) => error.into(),
+            Some(Ok(Ok(()))) | None => RunError::Ended,
+            Some(Err(error)) => error.into(),
         }
     }
 }
 
-/// Runs until `shutdown` resolves, then drains gracefully.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs until `shutdown` resolves, then drains gracefully; ends early with the error of a task
+/// that failed.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let mut distributor = start(config).await?;
     tokio::select! {
         _ = shutdown => distributor.shutdown().await,

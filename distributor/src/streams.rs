@@ -1,8 +1,7 @@
 //! The push streams and the distributor's consumer on them.
 
-use std::time::Duration;
-
-use anyhow::Context as _;
+use async_nats::jetstream::context::{CreateStreamError, GetStreamError};
+use async_nats::jetstream::stream::ConsumerError;
 use async_nats::jetstream::{self, consumer, stream};
 use danmu_proto::subjects::{self, Priority};
 
@@ -23,11 +22,11 @@ pub fn stream_config(config: &Config, priority: Priority) -> stream::Config {
     stream::Config {
         name: subjects::push_stream(&config.region, priority),
         subjects: vec![subjects::ingest_filter(&config.region, priority)],
-        max_age: Duration::from_secs(limits.max_age_secs),
+        max_age: limits.max_age,
         max_bytes: limits.max_bytes,
         max_messages: limits.max_messages,
         max_message_size: limits.max_message_bytes,
-        duplicate_window: Duration::from_secs(limits.duplicate_window_secs),
+        duplicate_window: limits.duplicate_window,
         num_replicas: limits.replicas,
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::Old,
@@ -50,23 +49,48 @@ pub fn consumer_config(priority: Priority, worker: &WorkerConfig) -> consumer::p
             "danmu distributor: aggregates, compresses, publishes edge batches".into(),
         ),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_millis(worker.ack_wait_ms),
+        ack_wait: worker.ack_wait,
         max_ack_pending: worker.max_ack_pending,
         deliver_policy: consumer::DeliverPolicy::All,
         priority_policy: consumer::PriorityPolicy::PinnedClient,
         priority_groups: vec![PRIORITY_GROUP.into()],
-        priority_timeout: Duration::from_millis(worker.failover_ms),
+        priority_timeout: worker.failover,
         ..Default::default()
     }
 }
 
+/// Why a stream or the consumer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Creating or updating a stream was refused (e.g. its settings conflict with the existing
+    /// stream's in a way JetStream cannot update).
+    #[error("creating stream {name}: {source}")]
+    Create {
+        name: String,
+        source: CreateStreamError,
+    },
+    /// The stream does not exist (with `ensure_streams = false`) or could not be read.
+    #[error("opening stream {name}: {source}")]
+    Open {
+        name: String,
+        source: GetStreamError,
+    },
+    /// The durable consumer could not be created or updated.
+    #[error("creating consumer {consumer} on {stream}: {source}")]
+    Consumer {
+        consumer: String,
+        stream: String,
+        source: ConsumerError,
+    },
+}
+
 /// The offline stream, shared by every region's distributors and read by gateways on connect.
-pub async fn ensure_offline(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+pub async fn ensure_offline(js: &jetstream::Context, config: &Config) -> Result<(), StreamError> {
     let offline = &config.offline;
     js.create_or_update_stream(stream::Config {
         name: subjects::OFFLINE_STREAM.into(),
         subjects: vec![subjects::OFFLINE_FILTER.into()],
-        max_age: Duration::from_secs(offline.max_age_secs),
+        max_age: offline.max_age,
         max_messages_per_subject: offline.max_per_user,
         num_replicas: config.streams.replicas,
         discard: stream::DiscardPolicy::Old,
@@ -76,7 +100,10 @@ pub async fn ensure_offline(js: &jetstream::Context, config: &Config) -> anyhow:
         ..Default::default()
     })
     .await
-    .context("creating the offline stream")?;
+    .map_err(|source| StreamError::Create {
+        name: subjects::OFFLINE_STREAM.into(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -86,20 +113,30 @@ pub async fn ensure(
     config: &Config,
     priority: Priority,
     worker: &WorkerConfig,
-) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+) -> Result<consumer::Consumer<consumer::pull::Config>, StreamError> {
     let stream_config = stream_config(config, priority);
     let name = stream_config.name.clone();
-    let stream = if config.ensure_streams {
+    if config.ensure_streams {
         js.create_or_update_stream(stream_config)
             .await
-            .with_context(|| format!("creating stream {name}"))?;
-        js.get_stream(&name).await
-    } else {
-        js.get_stream(&name).await
+            .map_err(|source| StreamError::Create {
+                name: name.clone(),
+                source,
+            })?;
     }
-    .with_context(|| format!("opening stream {name}"))?;
+    let stream = js
+        .get_stream(&name)
+        .await
+        .map_err(|source| StreamError::Open {
+            name: name.clone(),
+            source,
+        })?;
     stream
         .create_consumer(consumer_config(priority, worker))
         .await
-        .with_context(|| format!("creating consumer {} on {name}", consumer_name(priority)))
+        .map_err(|source| StreamError::Consumer {
+            consumer: consumer_name(priority),
+            stream: name,
+            source,
+        })
 }

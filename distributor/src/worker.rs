@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer};
 use bytes::Bytes;
 use danmu_proto::internal;
@@ -46,14 +45,40 @@ pub struct Worker {
     pub stats: Arc<Stats>,
 }
 
+/// Why a worker stopped before its shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The pull on the consumer could not start.
+    #[error("starting the pull on {stream}: {source}")]
+    Pull {
+        stream: String,
+        source: async_nats::jetstream::consumer::StreamError,
+    },
+    /// The pull stream ended, which it only does when the connection is gone for good.
+    #[error("the pull stream on {0} ended")]
+    PullEnded(String),
+    /// The subscription for gateways' delivery confirmations was refused.
+    #[error("subscribing to delivery confirmations: {0}")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// An edge batch could not be handed to the NATS connection.
+    #[error("publishing an edge batch: {0}")]
+    Publish(#[source] async_nats::PublishError),
+    /// JetStream did not store an offline push.
+    #[error("storing an offline push: {0}")]
+    StoreOffline(#[source] async_nats::jetstream::context::PublishError),
+    /// The last batches could not be flushed at shutdown.
+    #[error("flushing at shutdown: {0}")]
+    Flush(#[source] async_nats::client::FlushError),
+}
+
 impl Worker {
     /// Runs until `shutdown` turns true, then flushes what is batched and returns.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let mut aggregator: Aggregator<Scope, Pending<Acker>> =
             Aggregator::new(self.config.window());
         // Pulls must expire well within the failover time, or the pin lapses between pulls
         // (config validation relies on this being a third of it).
-        let expires = Duration::from_millis(self.config.failover_ms / 3);
+        let expires = self.config.failover / 3;
         let mut messages = self
             .consumer
             .stream()
@@ -63,7 +88,10 @@ impl Worker {
             .heartbeat(expires / 4)
             .messages()
             .await
-            .context("starting the pull")?;
+            .map_err(|source| WorkerError::Pull {
+                stream: self.stream.clone(),
+                source,
+            })?;
 
         let mut redeliveries = Redeliveries::new(REDELIVERY_HOLD);
         let mut answers = match &self.confirmations {
@@ -71,7 +99,7 @@ impl Worker {
                 self.client
                     .subscribe(confirmations.subscription())
                     .await
-                    .context("subscribing to delivery confirmations")?,
+                    .map_err(WorkerError::Subscribe)?,
             ),
             None => None,
         };
@@ -124,7 +152,7 @@ impl Worker {
                         // re-pulls by itself.
                         tracing::debug!(%error, priority = %self.priority, "pull stream notice");
                     }
-                    None => anyhow::bail!("pull stream on {} ended", self.stream),
+                    None => return Err(WorkerError::PullEnded(self.stream.clone())),
                 },
             }
         }
@@ -133,7 +161,7 @@ impl Worker {
         for batch in aggregator.take_all() {
             self.publish(batch).await?;
         }
-        self.client.flush().await.context("flushing at shutdown")?;
+        self.client.flush().await.map_err(WorkerError::Flush)?;
         Ok(())
     }
 
@@ -142,7 +170,7 @@ impl Worker {
         &mut self,
         messages: impl IntoIterator<Item = (Scope, Pending<Acker>)>,
         aggregator: &mut Aggregator<Scope, Pending<Acker>>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), WorkerError> {
         for (scope, pending) in messages {
             if let Some(batch) = aggregator.push(scope, pending, Instant::now()) {
                 self.publish(batch).await?;
@@ -187,7 +215,7 @@ impl Worker {
         Some(((scope, pending), redelivered))
     }
 
-    async fn publish(&mut self, batch: Batch<Scope, Pending<Acker>>) -> anyhow::Result<()> {
+    async fn publish(&mut self, batch: Batch<Scope, Pending<Acker>>) -> Result<(), WorkerError> {
         let started = Instant::now();
         let priority = match self.priority {
             Priority::Low => internal::Priority::Low,
@@ -214,14 +242,14 @@ impl Worker {
             self.client
                 .publish_with_reply(subject, reply, payload)
                 .await
-                .context("publishing an edge batch")?;
+                .map_err(WorkerError::Publish)?;
             self.stats.batch_published(self.priority);
             return Ok(());
         }
         self.client
             .publish(subject, payload)
             .await
-            .context("publishing an edge batch")?;
+            .map_err(WorkerError::Publish)?;
         self.stats.batch_published(self.priority);
         self.ack_all(&batch.messages).await;
         Ok(())
@@ -236,7 +264,7 @@ impl Worker {
     }
 
     /// A gateway confirmed a user push (acked), or NATS said nobody holds the user (stored).
-    async fn settle(&mut self, answer: async_nats::Message) -> anyhow::Result<()> {
+    async fn settle(&mut self, answer: async_nats::Message) -> Result<(), WorkerError> {
         let Some((uid, messages)) = self
             .confirmations
             .as_mut()
@@ -255,7 +283,11 @@ impl Worker {
 
 impl Worker {
     /// Stores a user's pushes in the offline stream for the next connect, then acks them.
-    async fn store_offline(&self, uid: u64, messages: Vec<Pending<Acker>>) -> anyhow::Result<()> {
+    async fn store_offline(
+        &self,
+        uid: u64,
+        messages: Vec<Pending<Acker>>,
+    ) -> Result<(), WorkerError> {
         let js = async_nats::jetstream::new(self.client.clone());
         for message in &messages {
             let mut headers = async_nats::HeaderMap::new();
@@ -265,9 +297,9 @@ impl Worker {
             );
             js.publish_with_headers(subjects::offline(uid), headers, message.payload.clone())
                 .await
-                .context("storing an offline push")?
+                .map_err(WorkerError::StoreOffline)?
                 .await
-                .context("storing an offline push")?;
+                .map_err(WorkerError::StoreOffline)?;
         }
         self.stats.offline_stored(messages.len() as u64);
         self.ack_all(&messages).await;

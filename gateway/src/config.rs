@@ -1,8 +1,12 @@
-//! Gateway configuration: a TOML file, environment overrides, validated at start.
+//! Gateway configuration, loaded like every service's ([`danmu_runtime::config`]): a TOML
+//! file, then `DANMU_GATEWAY__<KEY>` environment overrides, then [`Config::validate`], whose
+//! errors name the offending key.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
+use danmu_runtime::config::{Schema, duration};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -32,8 +36,12 @@ pub struct Config {
     pub tcp_listen: Option<SocketAddr>,
     /// Host clients use to reach this gateway, as published in node lists.
     pub advertise_host: String,
-    pub auth_timeout_ms: u64,
-    pub heartbeat_timeout_ms: u64,
+    /// A connection that has not authenticated within this is closed. Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub auth_timeout: Duration,
+    /// A connection silent for this long is closed. Default 90s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub heartbeat_timeout: Duration,
     /// Largest client frame accepted (clients send only small control frames).
     pub max_packet_bytes: usize,
     pub max_ws_message_bytes: usize,
@@ -42,35 +50,48 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     /// A client whose socket accepts nothing for this long while data waits is cut off
     /// (`slow_consumer`), even while shedding low priority keeps its queue within bounds.
-    pub write_stall_timeout_ms: u64,
+    /// Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub write_stall_timeout: Duration,
     /// Kernel send buffer per client socket (SO_SNDBUF, bytes; Linux doubles it for its own
     /// bookkeeping); 0 leaves the kernel's autotuning, which grows to megabytes per slow reader.
     /// Bounding it bounds kernel memory per connection and makes a slow reader show in the
     /// outbound queue (where low priority is shed first) instead of in megabytes of kernel buffer.
     pub socket_send_buffer_bytes: Option<usize>,
     /// High reach: wait this long for an ACK before sending a high-priority batch again.
-    pub reach_retry_ms: u64,
+    /// Default 1s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub reach_retry: Duration,
     /// High reach: sends after the first before a batch expires.
     pub reach_max_retries: u32,
     /// High reach: unacknowledged batches kept per connection.
     pub reach_max_pending: usize,
     /// Largest decompressed batch accepted from NATS.
     pub max_batch_bytes: usize,
-    pub close_linger_ms: u64,
+    /// How long a closing connection waits for its last frames to leave. Default 1s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub close_linger: Duration,
     /// On SIGTERM, connections leave over this period (each at its own moment), so their
-    /// reconnects do not all hit the other gateways at once.
-    pub drain_period_ms: u64,
+    /// reconnects do not all hit the other gateways at once. Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub drain_period: Duration,
     /// Connections this gateway is sized for: load = connections / capacity in node lists.
     pub capacity: u64,
     pub nodes_bucket: String,
-    pub node_ttl_secs: u64,
-    pub report_interval_ms: u64,
+    /// Max age of the nodes bucket when this gateway creates it: a gateway that stops
+    /// reporting drops out of node lists after this. Default 15s (control's `node_ttl` too).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub node_ttl: Duration,
+    /// How often the health report goes into the nodes bucket. Default 3s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub report_interval: Duration,
     pub brotli_quality: u32,
     /// Publish enter/exit events on `danmu.presence.<region>.<enter|exit>.<room>`.
     pub presence_events: bool,
     /// How often this gateway's per-room counts go to control for summing; HEARTBEAT_REPLY
-    /// shows sums at most about two of these old (docs/architecture.md, "Presence").
-    pub online_report_ms: u64,
+    /// shows sums at most about two of these old (docs/architecture.md, "Presence"). Default 1s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub online_report_interval: Duration,
     pub metrics_listen: Option<SocketAddr>,
     /// Upstream danmu: limits, deny lists, word filter, demo echo (`[upstream]`).
     pub upstream: crate::upstream::UpstreamConfig,
@@ -104,27 +125,27 @@ impl Default for Config {
             ws_listen: Some(([0, 0, 0, 0], 7000).into()),
             tcp_listen: Some(([0, 0, 0, 0], 7100).into()),
             advertise_host: "127.0.0.1".into(),
-            auth_timeout_ms: 10_000,
-            heartbeat_timeout_ms: 90_000,
+            auth_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(90),
             max_packet_bytes: danmu_proto::frame::DEFAULT_MAX_PACKET_LEN,
             max_ws_message_bytes: danmu_proto::frame::DEFAULT_MAX_PACKET_LEN,
             max_handshake_bytes: 8 * 1024,
             outbound_queue_bytes: 1024 * 1024,
-            write_stall_timeout_ms: 10_000,
+            write_stall_timeout: Duration::from_secs(10),
             socket_send_buffer_bytes: Some(64 * 1024),
-            reach_retry_ms: 1_000,
+            reach_retry: Duration::from_secs(1),
             reach_max_retries: 3,
             reach_max_pending: 256,
             max_batch_bytes: 4 * 1024 * 1024,
-            close_linger_ms: 1_000,
-            drain_period_ms: 10_000,
+            close_linger: Duration::from_secs(1),
+            drain_period: Duration::from_secs(10),
             capacity: 100_000,
             nodes_bucket: danmu_proto::subjects::NODES_BUCKET.into(),
-            node_ttl_secs: 15,
-            report_interval_ms: 3_000,
+            node_ttl: Duration::from_secs(15),
+            report_interval: Duration::from_secs(3),
             brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
             presence_events: true,
-            online_report_ms: 1_000,
+            online_report_interval: Duration::from_secs(1),
             metrics_listen: None,
             upstream: Default::default(),
             reply_queue_bytes: 64 * 1024,
@@ -135,67 +156,60 @@ impl Default for Config {
     }
 }
 
+/// Why the gateway's configuration cannot be used: the shared loader's error (file, variable
+/// or key named), or a file named by a key that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Reading, parsing or an override failed, or a key is invalid.
+    #[error(transparent)]
+    Load(#[from] danmu_runtime::config::ConfigError),
+    /// A file named in the configuration (public key, word list) could not be read.
     #[error("reading {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("parsing {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
-    #[error("environment variable {var}: {reason}")]
-    Env { var: String, reason: String },
-    #[error("invalid `{key}`: {reason}")]
+    /// A key has a value that parses but cannot work.
+    #[error("config key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
 
-const ENV_OVERRIDES: &[&str] = &[
-    "DANMU_NATS_URL",
-    "DANMU_REGION",
-    "DANMU_NODE_ID",
-    "DANMU_ADVERTISE_HOST",
-    "DANMU_TOKEN_PUBLIC_KEY_PATH",
-    "DANMU_METRICS_LISTEN",
-];
+/// How `DANMU_GATEWAY__*` variables are typed: these keys are always strings.
+pub const SCHEMA: Schema = Schema {
+    service: "gateway",
+    strings: &[
+        "node_id",
+        "region",
+        "nats_url",
+        "token_public_key_pem",
+        "token_public_key_path",
+        "ws_listen",
+        "tcp_listen",
+        "advertise_host",
+        "nodes_bucket",
+        "metrics_listen",
+        "upstream.words.path",
+        "nats_creds",
+        "nats_nkey_seed",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+    ],
+    lists: &[
+        "upstream.deny_ips",
+        "upstream.words.list",
+        "trusted_proxies",
+    ],
+};
 
 impl Config {
-    pub fn load(path: Option<&str>) -> Result<Config, ConfigError> {
-        let mut config = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.into(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.into(),
-                    source,
-                })?
-            }
-            None => Config::default(),
-        };
-        for var in ENV_OVERRIDES {
-            if let Ok(value) = std::env::var(var) {
-                match *var {
-                    "DANMU_NATS_URL" => config.nats_url = value,
-                    "DANMU_REGION" => config.region = value,
-                    "DANMU_NODE_ID" => config.node_id = value,
-                    "DANMU_ADVERTISE_HOST" => config.advertise_host = value,
-                    "DANMU_TOKEN_PUBLIC_KEY_PATH" => config.token_public_key_path = Some(value),
-                    "DANMU_METRICS_LISTEN" => {
-                        config.metrics_listen =
-                            Some(value.parse().map_err(|e| ConfigError::Env {
-                                var: (*var).into(),
-                                reason: format!("{e}"),
-                            })?)
-                    }
-                    _ => unreachable!("only listed variables are read"),
-                }
-            }
-        }
+    /// Reads `path` (if any), applies the `DANMU_GATEWAY__*` variables of `vars` (pass
+    /// `std::env::vars()`), and validates.
+    pub fn load(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config: Config = SCHEMA.load(path, vars)?;
         config.validate()?;
         Ok(config)
     }
@@ -231,26 +245,29 @@ impl Config {
                 "must be at least 65536 to hold a batch",
             );
         }
-        if self.heartbeat_timeout_ms < 1_000 || self.auth_timeout_ms < 100 {
-            return invalid("heartbeat_timeout_ms", "timeouts are too short");
+        if self.heartbeat_timeout < Duration::from_secs(1) {
+            return invalid("heartbeat_timeout", "must be at least 1s");
         }
-        if self.report_interval_ms == 0 || self.report_interval_ms / 1000 >= self.node_ttl_secs {
+        if self.auth_timeout < Duration::from_millis(100) {
+            return invalid("auth_timeout", "must be at least 100ms");
+        }
+        if self.report_interval.is_zero() || self.report_interval >= self.node_ttl {
             return invalid(
-                "report_interval_ms",
-                "must be shorter than node_ttl_secs, or the gateway drops out of node lists",
+                "report_interval",
+                "must be shorter than node_ttl, or the gateway drops out of node lists",
             );
         }
-        if self.reach_retry_ms < 10 || self.reach_max_pending == 0 {
-            return invalid(
-                "reach_retry_ms",
-                "reach_retry_ms must be at least 10 and reach_max_pending at least 1",
-            );
+        if self.reach_retry < Duration::from_millis(10) {
+            return invalid("reach_retry", "must be at least 10ms");
         }
-        if self.write_stall_timeout_ms < 100 {
-            return invalid("write_stall_timeout_ms", "must be at least 100");
+        if self.reach_max_pending == 0 {
+            return invalid("reach_max_pending", "must be at least 1");
         }
-        if self.online_report_ms < 100 {
-            return invalid("online_report_ms", "must be at least 100");
+        if self.write_stall_timeout < Duration::from_millis(100) {
+            return invalid("write_stall_timeout", "must be at least 100ms");
+        }
+        if self.online_report_interval < Duration::from_millis(100) {
+            return invalid("online_report_interval", "must be at least 100ms");
         }
         if self.reply_queue_bytes < 1024 {
             return invalid("reply_queue_bytes", "must be at least 1024");
@@ -308,20 +325,20 @@ impl Config {
     }
 
     pub fn auth_timeout(&self) -> Duration {
-        Duration::from_millis(self.auth_timeout_ms)
+        self.auth_timeout
     }
 
     pub fn online_report_interval(&self) -> Duration {
-        Duration::from_millis(self.online_report_ms)
+        self.online_report_interval
     }
 
     /// Control's totals older than this are ignored: a few missed aggregation rounds.
     pub fn online_totals_max_age(&self) -> Duration {
-        Duration::from_millis(self.online_report_ms * 5)
+        self.online_report_interval * 5
     }
 
     pub fn heartbeat_timeout(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_timeout_ms)
+        self.heartbeat_timeout
     }
 }
 
@@ -346,13 +363,13 @@ mod tests {
         let err = Config::default().validate().unwrap_err().to_string();
         assert!(err.contains("token_public_key_path"), "{err}");
         let err = Config {
-            report_interval_ms: 20_000,
+            report_interval: Duration::from_secs(20),
             ..valid()
         }
         .validate()
         .unwrap_err()
         .to_string();
-        assert!(err.contains("report_interval_ms"), "{err}");
+        assert!(err.contains("`report_interval`"), "{err}");
         let err = Config {
             nats_creds: Some("gw.creds".into()),
             nats_nkey_seed: Some("gw.nk".into()),
@@ -370,7 +387,53 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("nats_tls_cert"), "{err}");
-        let err = toml::from_str::<Config>("ws_lisen = \"0.0.0.0:1\"").unwrap_err();
-        assert!(err.to_string().contains("ws_lisen"));
+    }
+
+    #[test]
+    fn load_reads_durations_and_overrides_naming_bad_keys() {
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            [("DANMU_GATEWAY__TOKEN_PUBLIC_KEY_PEM", "pem")]
+                .iter()
+                .chain(pairs)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let config = Config::load(
+            None,
+            vars(&[
+                ("DANMU_GATEWAY__NODE_TTL", "20s"),
+                ("DANMU_GATEWAY__REPORT_INTERVAL", "500ms"),
+                ("DANMU_GATEWAY__NODE_ID", "7"),
+                ("DANMU_GATEWAY__UPSTREAM__DENY_IPS", "10.0.0.0/8, 10.1.0.1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.node_ttl, Duration::from_secs(20));
+        assert_eq!(config.report_interval, Duration::from_millis(500));
+        assert_eq!(config.node_id, "7");
+        assert_eq!(config.upstream.deny_ips, ["10.0.0.0/8", "10.1.0.1"]);
+
+        let err = Config::load(None, vars(&[("DANMU_GATEWAY__REPORT_INTERVAL", "1m")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key `report_interval`"), "{err}");
+
+        let err = toml::from_str::<Config>("node_ttl_secs = 15").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `node_ttl_secs`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_dev_configs_load() {
+        for name in ["gateway-a", "gateway-b"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dev")
+                .join(format!("{name}.toml"));
+            if let Err(error) = Config::load(Some(&path), []) {
+                panic!("dev/{name}.toml: {error}");
+            }
+        }
     }
 }

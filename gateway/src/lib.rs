@@ -213,12 +213,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     }
 
     let js = async_nats::jetstream::new(client.clone());
-    let store = report::open_bucket(
-        &js,
-        &config.nodes_bucket,
-        Duration::from_secs(config.node_ttl_secs),
-    )
-    .await?;
+    let store = report::open_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
     let advertise = |addr: Option<std::net::SocketAddr>| {
         addr.map(|a| format!("{}:{}", config.advertise_host, a.port()))
             .unwrap_or_default()
@@ -233,7 +228,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             ..Default::default()
         },
         capacity: config.capacity,
-        interval: Duration::from_millis(config.report_interval_ms),
+        interval: config.report_interval,
         stats: stats.clone(),
     };
     tasks.spawn(reporter.run(stopped.clone()));
@@ -341,7 +336,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let grace = Duration::from_millis(config.drain_period_ms + config.close_linger_ms * 2);
+    let grace = config.drain_period + config.close_linger * 2;
     let gateway = start(listeners, config).await?;
     shutdown.await;
     gateway.shutdown(grace).await;

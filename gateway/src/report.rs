@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 use danmu_proto::internal::NodeReport;
 use prost::Message as _;
@@ -21,25 +20,14 @@ pub struct Reporter {
     pub stats: Arc<Stats>,
 }
 
-/// Opens (or creates) the bucket with the TTL every reporter and control agree on.
+/// Opens (or creates) the bucket with the TTL every reporter and control agree on
+/// ([`danmu_runtime::jetstream::nodes_bucket`], the one definition).
 pub async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
     ttl: Duration,
 ) -> anyhow::Result<kv::Store> {
-    match js.get_key_value(bucket).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: bucket.into(),
-                history: 1,
-                max_age: ttl,
-                description: "danmu gateways' health reports".into(),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("creating KV bucket {bucket}")),
-    }
+    Ok(danmu_runtime::jetstream::nodes_bucket(js, bucket, ttl).await?)
 }
 
 impl Reporter {

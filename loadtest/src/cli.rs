@@ -178,7 +178,7 @@ struct FabricArgs {
     /// TOML appended to the gateway's generated config.
     #[arg(long, default_value = "")]
     gateway_toml: String,
-    /// TOML appended to the distributor's generated config (e.g. `"[low]\nwindow_ms = 50"`).
+    /// TOML appended to the distributor's generated config (e.g. `"[low]\nwindow = \"50ms\""`).
     #[arg(long, default_value = "")]
     distributor_toml: String,
 }

@@ -221,7 +221,7 @@ impl Fabric {
              token_public_key_path = {key:?}\n\
              ws_listen = \"{ws}\"\n\
              tcp_listen = \"{tcp}\"\n\
-             heartbeat_timeout_ms = 3600000\n\
+             heartbeat_timeout = \"1h\"\n\
              {metrics}\
              {extra}\n",
             nats = self.nats.client_url(),

@@ -1,14 +1,22 @@
 //! What every danmu binary shares, so each `main.rs` stays a dozen lines.
 //!
 //! # Layout
+//! - [`config`]: the one configuration loader: a TOML file, `DANMU_<SERVICE>__<KEY>` environment
+//!   overrides, durations as `"15s"`, errors that name the file, variable or key.
+//! - [`jetstream`]: the JetStream bucket several services open (the nodes bucket), defined once.
 //! - [`init_tracing`]: logs to stderr, filtered by `RUST_LOG` (default `info`).
 //! - [`install_prometheus`]: the `/metrics` exporter, with histogram buckets set so latencies
 //!   aggregate across instances (without buckets the exporter renders summaries).
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 
+pub mod config;
+pub mod jetstream;
+
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_util::MetricKindMask;
 
 /// Latency buckets in seconds: sub-millisecond to seconds, dense where our bars are (5 ms
 /// for high priority, 200 ms p99 for hot rooms).
@@ -30,9 +38,16 @@ pub fn init_tracing() {
 }
 
 /// Serves Prometheus metrics on `addr` (`GET /metrics`). Must be called inside a Tokio runtime.
-pub fn install_prometheus(addr: SocketAddr) -> anyhow::Result<()> {
+///
+/// With `gauge_idle_timeout`, a gauge not set for that long is dropped from the output (labels
+/// that went away: rooms that left a top list, regions gone); without, gauges stay forever.
+pub fn install_prometheus(
+    addr: SocketAddr,
+    gauge_idle_timeout: Option<Duration>,
+) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        .idle_timeout(MetricKindMask::GAUGE, gauge_idle_timeout)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_ratio".into()), RATIO_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_messages".into()), COUNT_BUCKETS)?

@@ -287,20 +287,30 @@ impl Client {
         }
     }
 
-    /// The next frame or close, within `timeout`.
+    /// The next frame or close, within `timeout`; an error when nothing came in time.
     pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Event> {
+        self.next_within(timeout)
+            .await?
+            .context("timed out waiting for the gateway")
+    }
+
+    /// The next frame or close, or `None` when `timeout` passes first. An error is a read or
+    /// decode failure, never the timeout.
+    async fn next_within(&mut self, timeout: Duration) -> anyhow::Result<Option<Event>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(event) = self.events.pop_front() {
-                return Ok(event);
+                return Ok(Some(event));
             }
             if self.closed {
-                return Ok(Event::Closed(None));
+                return Ok(Some(Event::Closed(None)));
             }
             self.read_buf.reserve(64 * 1024);
-            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
-                .await
-                .context("timed out waiting for the gateway")?;
+            let Ok(read) =
+                tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await
+            else {
+                return Ok(None);
+            };
             match read {
                 Ok(0) | Err(_) => {
                     self.parse()?;
@@ -381,11 +391,16 @@ impl Client {
         Ok(inner.into_iter().map(|f| f.body).collect())
     }
 
-    /// Asserts nothing arrives within `quiet`.
+    /// Checks that nothing arrives within `quiet` while the connection stays open: a frame, a
+    /// close, or bytes that do not decode are each an error.
     pub async fn expect_silence(&mut self, quiet: Duration) -> anyhow::Result<()> {
-        match self.next(quiet).await {
-            Err(_) => Ok(()),
-            Ok(event) => bail!("expected nothing, got {event:?}"),
+        match self
+            .next_within(quiet)
+            .await
+            .context("expected silence, but what arrived did not decode")?
+        {
+            None => Ok(()),
+            Some(event) => bail!("expected silence, got {event:?}"),
         }
     }
 
@@ -398,5 +413,80 @@ impl Client {
                 return Ok(why);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A TCP client connected to a local peer that `peer` drives.
+    async fn with_peer<F>(peer: impl FnOnce(TcpStream) -> F + Send + 'static) -> Client
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            peer(stream).await;
+        });
+        Client::connect(Transport::Tcp, addr).await.unwrap()
+    }
+
+    const QUIET: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn silence_passes_while_the_peer_stays_quiet() {
+        let (keep, kept) = tokio::sync::oneshot::channel::<()>();
+        let mut client = with_peer(|stream| async move {
+            let _ = kept.await;
+            drop(stream);
+        })
+        .await;
+        client.expect_silence(QUIET).await.unwrap();
+        drop(keep);
+    }
+
+    #[tokio::test]
+    async fn silence_fails_on_a_closed_connection() {
+        let mut client = with_peer(|stream| async move { drop(stream) }).await;
+        let err = client.expect_silence(QUIET).await.unwrap_err();
+        assert!(format!("{err:#}").contains("Closed"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn silence_fails_on_bytes_that_do_not_decode() {
+        let (keep, kept) = tokio::sync::oneshot::channel::<()>();
+        let mut client = with_peer(|mut stream| async move {
+            // A packet length of 1 is shorter than the 16-byte header.
+            let mut header = [0u8; 16];
+            header[3] = 1;
+            stream.write_all(&header).await.unwrap();
+            let _ = kept.await;
+        })
+        .await;
+        let err = client.expect_silence(QUIET).await.unwrap_err();
+        assert!(format!("{err:#}").contains("did not decode"), "{err:#}");
+        drop(keep);
+    }
+
+    #[tokio::test]
+    async fn silence_fails_on_a_frame() {
+        let (keep, kept) = tokio::sync::oneshot::channel::<()>();
+        let mut client = with_peer(|mut stream| async move {
+            let frame = Frame::new(1, op::HEARTBEAT_REPLY, 0, Bytes::from_static(&[0, 0, 0, 1]));
+            stream.write_all(&frame.to_bytes()).await.unwrap();
+            let _ = kept.await;
+        })
+        .await;
+        let err = client.expect_silence(QUIET).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("expected silence, got Frame"),
+            "{err:#}"
+        );
+        drop(keep);
     }
 }

@@ -73,9 +73,9 @@ pub fn gateway_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_gatewa
         token_public_key_pem: Some(keys.public_pem.clone()),
         ws_listen: Some(([127, 0, 0, 1], 0).into()),
         tcp_listen: Some(([127, 0, 0, 1], 0).into()),
-        report_interval_ms: 500,
-        drain_period_ms: 500,
-        node_ttl_secs: 5,
+        report_interval: Duration::from_millis(500),
+        drain_period: Duration::from_millis(500),
+        node_ttl: Duration::from_secs(5),
         ..Default::default()
     }
 }
@@ -97,8 +97,8 @@ pub fn distributor_config(nats_url: &str, region: &str) -> danmu_distributor::Co
         ..Default::default()
     };
     for worker in [&mut config.low, &mut config.high] {
-        worker.ack_wait_ms = 1_000;
-        worker.failover_ms = 2_000;
+        worker.ack_wait = Duration::from_secs(1);
+        worker.failover = Duration::from_secs(2);
     }
     config
 }
@@ -190,11 +190,26 @@ pub fn control_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_contro
     }
 }
 
-/// Control running in-process on a free loopback port; stops when dropped.
+/// Control running in-process on a free loopback port; [`Control::stop`] stops it as its
+/// shutdown signal would, dropping it aborts it.
 pub struct Control {
     pub addr: std::net::SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), danmu_control::Error>>,
+}
+
+impl Control {
+    /// Completes the shutdown future and returns what `danmu_control::run` returned; an error
+    /// if it has not returned within 15 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let joined = tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .map_err(|_| anyhow::anyhow!("control did not stop within 15s of its shutdown"))?;
+        Ok(joined??)
+    }
 }
 
 impl Drop for Control {
@@ -212,7 +227,7 @@ pub async fn start_control(config: danmu_control::Config) -> anyhow::Result<Cont
     }));
     Ok(Control {
         addr,
-        _stop: stop,
+        stop: Some(stop),
         task,
     })
 }

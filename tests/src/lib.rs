@@ -4,6 +4,7 @@
 //!
 //! - [`client`]: a GOIM protocol client over WebSocket or TCP that decodes every batch.
 //! - [`fabric`]: signing keys, tokens, and our services started in-process with test defaults.
+//! - [`http`]: a minimal GET for control's HTTP API.
 //! - [`nats`]: starts real nats-server processes (a standalone server, or a supercluster of one
 //!   server per region joined by gateways) from one config renderer, [`nats::server_config`],
 //!   that the `local-nats` dev binary (`src/bin/local-nats.rs`) uses too. Processes are killed
@@ -18,6 +19,7 @@
 
 pub mod client;
 pub mod fabric;
+pub mod http;
 pub mod nats;
 pub mod ports;
 pub mod room;

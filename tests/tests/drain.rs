@@ -34,7 +34,7 @@ async fn sigterm_drains_every_client_then_exits() -> anyhow::Result<()> {
         &server.client_url(),
         "drain-test",
         &keys,
-        "drain_period_ms = 1500\nclose_linger_ms = 500",
+        "drain_period = \"1500ms\"\nclose_linger = \"500ms\"",
     )
     .await?;
     let (ws_addr, tcp_addr) = (gateway.ws_addr, gateway.tcp_addr);

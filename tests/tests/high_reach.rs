@@ -82,7 +82,7 @@ async fn lossy_clients_get_every_high_priority_message_once_through_retries() ->
     let keys = Keys::generate();
     let _distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
     let mut config = fabric::gateway_config(&url, "A", &keys);
-    config.reach_retry_ms = 500;
+    config.reach_retry = Duration::from_millis(500);
     config.reach_max_retries = 3;
     let gateway = fabric::start_gateway(config).await?;
 

@@ -5,24 +5,8 @@
 use std::time::Duration;
 
 use danmu_tests::fabric::{self, Keys};
+use danmu_tests::http::get_json;
 use danmu_tests::{eventually, supercluster};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// GET over a plain TCP connection (HTTP/1.0, so the body ends at close).
-async fn get_json(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: control\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "{head}"
-    );
-    Ok(serde_json::from_str(body)?)
-}
 
 fn node_ids(list: &serde_json::Value) -> Vec<String> {
     list["nodes"]
@@ -53,19 +37,15 @@ async fn control_lists_healthy_gateways_nearest_region_first() -> anyhow::Result
     ))
     .await?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let control_addr = listener.local_addr()?;
-    let config = danmu_control::Config {
+    let control = fabric::start_control(danmu_control::Config {
         nats_url: cluster.region("B").client_url(),
         private_key_pem: Some(keys.private_pem.clone().into()),
         regions: vec!["A".into(), "B".into()],
         node_ttl: Duration::from_secs(5),
         ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let control = tokio::spawn(danmu_control::run(listener, config, async move {
-        let _ = stopped.await;
-    }));
+    })
+    .await?;
+    let control_addr = control.addr;
 
     let (a, b) = (gateway_a.node_id.clone(), gateway_b.node_id.clone());
     let from_a = eventually(
@@ -98,7 +78,5 @@ async fn control_lists_healthy_gateways_nearest_region_first() -> anyhow::Result
     )
     .await?;
 
-    let _ = stop.send(());
-    control.await??;
-    Ok(())
+    control.stop().await
 }

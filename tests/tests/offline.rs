@@ -68,7 +68,7 @@ async fn expired_offline_pushes_never_arrive() -> anyhow::Result<()> {
     let url = server.client_url();
     let keys = Keys::generate();
     let mut config = fabric::distributor_config(&url, "A");
-    config.offline.max_age_secs = 1;
+    config.offline.max_age = Duration::from_secs(1);
     let distributor = danmu_distributor::start(config).await?;
     let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
     let js = jetstream::new(async_nats::connect(url.as_str()).await?);

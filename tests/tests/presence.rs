@@ -76,7 +76,7 @@ async fn enter_and_exit_events_come_once_per_connection_and_room() -> anyhow::Re
     let seen = Seen::follow(&f.business).await?;
     // A second gateway declares silent connections dead after one second.
     let mut quick = fabric::gateway_config(&f.url(), "A", &f.keys);
-    quick.heartbeat_timeout_ms = 1_000;
+    quick.heartbeat_timeout = Duration::from_secs(1);
     let quick = fabric::start_gateway(quick).await?;
 
     // Enters room 1, moves to room 2, then its socket goes away (as when the process dies).
@@ -161,7 +161,7 @@ async fn a_killed_gateway_process_exits_its_connections_once() -> anyhow::Result
         &url,
         "doomed",
         &keys,
-        "region = \"A\"\nreport_interval_ms = 500\nnode_ttl_secs = 2",
+        "region = \"A\"\nreport_interval = \"500ms\"\nnode_ttl = \"2s\"",
     )
     .await?;
     let mut clients = Vec::new();
@@ -232,7 +232,7 @@ async fn online_counts_add_up_across_gateways_and_regions() -> anyhow::Result<()
     for region in ["A", "B"] {
         let url = cluster.region(region).client_url();
         let mut config = fabric::gateway_config(&url, region, &keys);
-        config.online_report_ms = 200;
+        config.online_report_interval = Duration::from_millis(200);
         gateways.push(fabric::start_gateway(config).await?);
         controls.push(fabric::start_control(fabric::control_config(&url, region, &keys)).await?);
     }

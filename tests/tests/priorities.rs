@@ -57,7 +57,7 @@ async fn high_priority_gets_through_a_low_priority_flood_and_shedding_is_counted
     config.outbound_queue_bytes = 64 * 1024;
     config.socket_send_buffer_bytes = Some(8 * 1024);
     // The slow reader pauses for the whole flood on purpose: not a stall to cut off.
-    config.write_stall_timeout_ms = 600_000;
+    config.write_stall_timeout = Duration::from_secs(600);
     let gateway = fabric::start_gateway(config).await?;
 
     let mut slow = Client::connect_slow(Transport::Tcp, gateway.tcp_addr.unwrap(), 4096).await?;

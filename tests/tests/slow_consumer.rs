@@ -21,7 +21,7 @@ async fn a_reader_that_stops_is_cut_off_and_the_room_keeps_flowing() -> anyhow::
     let f = SingleRegion::start_with(|_, gateway| {
         // Small kernel buffers, so a stalled reader shows in the gateway at once.
         gateway.socket_send_buffer_bytes = Some(8 * 1024);
-        gateway.write_stall_timeout_ms = 500;
+        gateway.write_stall_timeout = Duration::from_millis(500);
     })
     .await?;
     let mut exits = f.business.subscribe("danmu.presence.*.exit.>").await?;

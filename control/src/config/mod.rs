@@ -1,8 +1,7 @@
-//! Control's configuration: a TOML file, then `DANMU_CONTROL__<KEY>` environment overrides
-//! ([`env`]), then [`Config::validate`], whose errors name the offending key.
+//! Control's configuration, loaded like every service's ([`danmu_runtime::config`]): a TOML
+//! file, then `DANMU_CONTROL__<KEY>` environment overrides, then [`Config::validate`], whose
+//! errors name the offending key.
 
-pub mod duration;
-pub mod env;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -11,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use danmu_runtime::config::ConfigError;
+use danmu_runtime::config::{Schema, duration};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -146,38 +147,27 @@ impl From<String> for Secret {
     }
 }
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("reading config file {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    /// The file (with overrides applied) is not valid TOML or has a value of the wrong type.
-    /// The message quotes the offending line, key included.
-    #[error("{origin}: {error}")]
-    Parse {
-        origin: String,
-        error: Box<toml::de::Error>,
-    },
-    /// An override variable could not be applied.
-    #[error("environment variable {var}: {reason}")]
-    Env { var: String, reason: String },
-    /// A key has a value that parses but cannot work.
-    #[error("config key `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// How `DANMU_CONTROL__*` variables are typed: these keys are always strings (an API key of
+/// digits stays a string), these hold comma-separated lists.
+pub const SCHEMA: Schema = Schema {
+    service: "control",
+    strings: &[
+        "listen",
+        "metrics_listen",
+        "nats_url",
+        "private_key_pem_path",
+        "private_key_pem",
+        "token_ttl",
+        "token_max_ttl",
+        "nodes_bucket",
+        "node_ttl",
+        "default_region",
+        "region",
+        "online_publish_interval",
+        "presence_max_age",
+    ],
+    lists: &["api_keys", "regions", "region_fallbacks.*"],
+};
 
 impl Config {
     /// Reads `path` (if any), applies the `DANMU_CONTROL__*` variables of `vars` (pass
@@ -186,32 +176,7 @@ impl Config {
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let text = match path {
-            Some(path) => std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-                path: path.to_owned(),
-                error,
-            })?,
-            None => String::new(),
-        };
-        let origin = path.map_or("configuration".to_owned(), |p| p.display().to_string());
-        let parse_error = |origin: String| {
-            move |error| ConfigError::Parse {
-                origin,
-                error: Box::new(error),
-            }
-        };
-        let mut table: toml::Table = toml::from_str(&text).map_err(parse_error(origin.clone()))?;
-        let config = if env::apply(&mut table, vars)? == 0 {
-            // No overrides: parse the user's own text so errors point into their file.
-            toml::from_str::<Config>(&text).map_err(parse_error(origin))?
-        } else {
-            // The merged table is rendered back to TOML so a type error still shows the key.
-            let merged = toml::to_string(&table).expect("a TOML table always renders");
-            toml::from_str::<Config>(&merged).map_err(parse_error(format!(
-                "{origin} with {}* overrides",
-                env::PREFIX
-            )))?
-        };
+        let config: Config = SCHEMA.load(path, vars)?;
         config.validate()?;
         Ok(config)
     }

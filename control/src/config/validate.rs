@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::duration::display;
+use danmu_runtime::config::duration::display;
+
 use super::{Config, ConfigError};
 use crate::routing::check_region_name;
 
@@ -300,7 +301,11 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(msg.contains("node_ttl") && msg.contains("soon"), "{msg}");
+        assert!(
+            msg.starts_with("environment variable DANMU_CONTROL__NODE_TTL: ")
+                && msg.contains("soon"),
+            "{msg}"
+        );
 
         std::fs::write(&path, "private_key_pem = \"x\"\nlisten_addr = \"a\"\n").unwrap();
         let msg = Config::load(Some(&path), []).unwrap_err().to_string();
@@ -319,7 +324,7 @@ mod tests {
                 private_key_pem_path = "/etc/danmu/control.key.pem"
                 api_keys = ["k1"]
                 token_ttl = "10m"
-                token_max_ttl = 7200
+                token_max_ttl = "2h"
                 node_ttl = "20s"
                 regions = ["A", "B"]
                 cidr_regions = [{ cidr = "10.1.0.0/16", region = "A" }]
@@ -343,5 +348,17 @@ mod tests {
         assert_eq!(config.region_fallbacks["B"], vec!["A".to_owned()]);
         assert_eq!(config.rules[0].mode, Mode::Polling);
         assert_eq!(format!("{:?}", config.api_keys), "[\"<redacted>\"]");
+    }
+
+    #[test]
+    fn the_dev_configs_load() {
+        for name in ["control", "control-b"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dev")
+                .join(format!("{name}.toml"));
+            if let Err(error) = Config::load(Some(&path), []) {
+                panic!("dev/{name}.toml: {error}");
+            }
+        }
     }
 }

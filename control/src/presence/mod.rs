@@ -15,7 +15,6 @@ pub mod sweeper;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, stream};
 use danmu_proto::internal::OnlineReport;
 use danmu_proto::presence::{OnlineQuery, OnlineReply, PresenceEvent};
@@ -23,9 +22,9 @@ use danmu_proto::subjects;
 use futures::StreamExt;
 use metrics::{counter, gauge};
 use prost::Message as _;
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::Tasks;
 use crate::metrics::{
     ONLINE_CONNECTIONS, ONLINE_GATEWAYS, PRESENCE_EXITS_EMITTED, PRESENCE_LIVE_CONNECTIONS,
     ROOM_ONLINE,
@@ -52,24 +51,44 @@ pub struct Settings {
     pub node_ttl: Duration,
 }
 
-/// Starts presence's tasks; they run until the set is dropped or aborted.
+/// Why presence could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The region's presence stream could neither be opened nor created.
+    #[error("creating stream {name}: {source}")]
+    Stream {
+        name: String,
+        source: jetstream::context::CreateStreamError,
+    },
+    /// A subscription (online reports, online queries) was refused.
+    #[error("subscribing to {subject}: {source}")]
+    Subscribe {
+        subject: &'static str,
+        source: async_nats::SubscribeError,
+    },
+}
+
+/// Opens (or creates) the region's presence stream, subscribes to online reports and queries,
+/// and spawns into `tasks` the report collector, the totals publisher, the query responder and
+/// the sweeper. They run until `tasks` is shut down.
 pub async fn start(
     client: async_nats::Client,
     nodes: Arc<SharedNodes>,
     settings: Settings,
-) -> anyhow::Result<JoinSet<()>> {
+    tasks: &Tasks,
+) -> Result<(), StartError> {
     let js = jetstream::new(client.clone());
     let stream = ensure_stream(&js, &settings).await?;
+    let subscribe_error = |subject| move |source| StartError::Subscribe { subject, source };
     let reports = client
         .subscribe(subjects::ONLINE_REPORTS)
         .await
-        .context("subscribing to online reports")?;
+        .map_err(subscribe_error(subjects::ONLINE_REPORTS))?;
     let queries = client
         .queue_subscribe(subjects::ONLINE_QUERY, QUERY_GROUP.into())
         .await
-        .context("subscribing to online queries")?;
+        .map_err(subscribe_error(subjects::ONLINE_QUERY))?;
     let sums = Arc::new(Mutex::new(OnlineSums::default()));
-    let mut tasks = JoinSet::new();
     tasks.spawn(collect_reports(reports, sums.clone()));
     tasks.spawn(publish_totals(
         client.clone(),
@@ -84,14 +103,14 @@ pub async fn start(
     ));
     tasks.spawn(sweep(js, stream, nodes, settings.clone()));
     info!(region = %settings.region, "presence: online sums, queries and the sweeper running");
-    Ok(tasks)
+    Ok(())
 }
 
 /// The region's presence stream, created if missing.
 async fn ensure_stream(
     js: &jetstream::Context,
     settings: &Settings,
-) -> anyhow::Result<stream::Stream> {
+) -> Result<stream::Stream, StartError> {
     let name = subjects::presence_stream(&settings.region);
     js.get_or_create_stream(stream::Config {
         name: name.clone(),
@@ -102,7 +121,7 @@ async fn ensure_stream(
         ..Default::default()
     })
     .await
-    .with_context(|| format!("creating stream {name}"))
+    .map_err(|source| StartError::Stream { name, source })
 }
 
 fn lock(sums: &Mutex<OnlineSums>) -> std::sync::MutexGuard<'_, OnlineSums> {

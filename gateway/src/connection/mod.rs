@@ -94,13 +94,13 @@ impl Limits {
             reply_queue_bytes: config.reply_queue_bytes,
             socket_send_buffer: config.socket_send_buffer_bytes.filter(|&bytes| bytes > 0),
             reach: ReachConfig {
-                retry_after: Duration::from_millis(config.reach_retry_ms),
+                retry_after: config.reach_retry,
                 max_retries: config.reach_max_retries,
                 max_pending: config.reach_max_pending,
             },
-            close_linger: Duration::from_millis(config.close_linger_ms),
-            drain_period: Duration::from_millis(config.drain_period_ms),
-            write_stall: Duration::from_millis(config.write_stall_timeout_ms),
+            close_linger: config.close_linger,
+            drain_period: config.drain_period,
+            write_stall: config.write_stall_timeout,
             low_priority_budget: 64 * 1024,
             proxy_protocol: config.proxy_protocol,
         }

@@ -43,7 +43,7 @@ struct Args {
     /// 0 and once with some to see whether stalled readers slow anyone else.
     #[arg(long, default_value_t = 0)]
     stalled: u64,
-    /// The gateway's `write_stall_timeout_ms`: how soon a stalled reader is cut off.
+    /// The gateway's `write_stall_timeout`, in milliseconds: how soon a stalled reader is cut off.
     #[arg(long, default_value_t = 2_000)]
     write_stall_ms: u64,
 }
@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let keys = Keys::generate();
     let distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
     let mut config = fabric::gateway_config(&url, "A", &keys);
-    config.write_stall_timeout_ms = args.write_stall_ms;
+    config.write_stall_timeout = Duration::from_millis(args.write_stall_ms);
     config.socket_send_buffer_bytes = Some(16 * 1024);
     let gateway = fabric::start_gateway(config).await?;
     let room_id = 1;
