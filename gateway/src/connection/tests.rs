@@ -735,16 +735,19 @@ fn a_proxy_protocol_header_names_the_client_when_a_trusted_proxy_sends_it() {
         instant: t0,
         unix_ms: UNIX * 1000,
     };
+    let behind_proxy = |peer: &str| {
+        Connection::new(
+            1,
+            Transport::Tcp,
+            peer.parse().unwrap(),
+            with_proxy,
+            true,
+            t0,
+        )
+    };
     let heartbeat_before_auth = Frame::new(1, op::HEARTBEAT, 1, Bytes::new()).to_bytes();
     // v1, split in two reads, from the trusted balancer; the client's first packet follows.
-    let mut conn = Connection::new(
-        1,
-        Transport::Tcp,
-        "10.0.0.1".parse().unwrap(),
-        with_proxy,
-        true,
-        t0,
-    );
+    let mut conn = behind_proxy("10.0.0.1");
     let header = b"PROXY TCP4 203.0.113.9 10.0.0.5 51000 7100\r\n";
     let mut buf = BytesMut::from(&header[..10]);
     conn.handle_read(now, &mut buf, &ctx);
@@ -763,40 +766,19 @@ fn a_proxy_protocol_header_names_the_client_when_a_trusted_proxy_sends_it() {
     v2.extend_from_slice(&[
         0x21, 0x11, 0, 12, 198, 51, 100, 7, 10, 0, 0, 5, 0xc7, 0x38, 0x1b, 0xbc,
     ]);
-    let mut conn = Connection::new(
-        2,
-        Transport::Tcp,
-        "10.0.0.1".parse().unwrap(),
-        with_proxy,
-        true,
-        t0,
-    );
+    let mut conn = behind_proxy("10.0.0.1");
     conn.handle_read(now, &mut BytesMut::from(&v2[..]), &ctx);
     assert_eq!(conn.client_ip(), "198.51.100.7".parse::<IpAddr>().unwrap());
     assert!(conn.close_reason().is_none());
 
     // From a peer that is not a trusted proxy, the header is consumed but not believed.
-    let mut conn = Connection::new(
-        3,
-        Transport::Tcp,
-        "192.0.2.7".parse().unwrap(),
-        with_proxy,
-        true,
-        t0,
-    );
+    let mut conn = behind_proxy("192.0.2.7");
     conn.handle_read(now, &mut BytesMut::from(&header[..]), &ctx);
     assert_eq!(conn.client_ip(), "192.0.2.7".parse::<IpAddr>().unwrap());
     assert!(conn.close_reason().is_none());
 
     // Garbage instead of a header closes.
-    let mut conn = Connection::new(
-        4,
-        Transport::Tcp,
-        "10.0.0.1".parse().unwrap(),
-        with_proxy,
-        true,
-        t0,
-    );
+    let mut conn = behind_proxy("10.0.0.1");
     conn.handle_read(
         now,
         &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]),
