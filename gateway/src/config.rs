@@ -156,23 +156,7 @@ impl Default for Config {
     }
 }
 
-/// Why the gateway's configuration cannot be used: the shared loader's error (file, variable
-/// or key named), or a file named by a key that cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Reading, parsing or an override failed, or a key is invalid.
-    #[error(transparent)]
-    Load(#[from] danmu_runtime::config::ConfigError),
-    /// A file named in the configuration (public key, word list) could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    /// A key has a value that parses but cannot work.
-    #[error("config key `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
+pub use crate::error::ConfigError;
 
 /// How `DANMU_GATEWAY__*` variables are typed: these keys are always strings.
 pub const SCHEMA: Schema = Schema {

@@ -14,9 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use danmu_proto::internal::{self, EdgeBatch};
 use danmu_proto::subjects::Scope;
 
-use crate::edge::{self, Dedup, Fresh, Transport, Variants};
+use crate::edge::{self, Dedup, Fresh, Variants};
 use crate::outbound::{Outbound, Push};
 use crate::stats::Stats;
+use crate::transport::Transport;
 
 /// A joined connection as the fan-out sees it.
 pub struct Member {

@@ -32,6 +32,7 @@ pub mod config;
 pub mod conn;
 pub mod connection;
 pub mod edge;
+pub mod error;
 pub mod groups;
 pub mod nats;
 mod nats_presence;

@@ -9,7 +9,7 @@ use danmu_proto::subjects;
 use danmu_proto::{batch, frame};
 use futures::StreamExt;
 
-use crate::edge::Transport;
+use crate::transport::Transport;
 
 /// Reads and removes the user's waiting pushes (at most `max`). An absent stream means none.
 pub async fn take(js: &jetstream::Context, uid: u64, max: usize) -> anyhow::Result<Vec<Bytes>> {

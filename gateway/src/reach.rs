@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use danmu_proto::frame::HEADER_LEN;
 
-use crate::edge::Transport;
+use crate::transport::Transport;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ReachConfig {
@@ -29,14 +29,7 @@ pub struct ReachConfig {
     pub max_pending: usize,
 }
 
-/// What happened to delivery ids, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReachCounts {
-    pub delivered: u64,
-    pub acked: u64,
-    pub retried: u64,
-    pub expired: u64,
-}
+pub use crate::stats::ReachCounts;
 
 struct Unacked {
     id: u32,

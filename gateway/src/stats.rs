@@ -58,7 +58,7 @@ pub struct Stats {
     pub presence_events: AtomicU64,
     pub presence_events_dropped: AtomicU64,
     /// Upstream danmu by result (`danmu_gateway_upstream_total{result}`).
-    pub upstream: crate::upstream::UpstreamStats,
+    pub upstream: UpstreamStats,
 }
 
 pub fn get(counter: &AtomicU64) -> u64 {
@@ -160,11 +160,7 @@ impl Stats {
     }
 
     /// Adds a connection's reach counts since `before`.
-    pub(crate) fn reach(
-        &self,
-        before: &crate::reach::ReachCounts,
-        now: &crate::reach::ReachCounts,
-    ) {
+    pub(crate) fn reach(&self, before: &ReachCounts, now: &ReachCounts) {
         for (counter, outcome, delta) in [
             (
                 &self.reach_delivered,
@@ -220,4 +216,53 @@ impl Stats {
         self.presence_events_dropped.fetch_add(1, Ordering::Relaxed);
         counter!("danmu_gateway_presence_events_dropped_total").increment(1);
     }
+}
+
+/// The results of upstream danmu, as `danmu_gateway_upstream_total{result}` labels; the
+/// upstream decision (`crate::upstream::Outcome`) is indexed the same way.
+pub const UPSTREAM_RESULTS: [&str; 10] = [
+    "ok",
+    "masked",
+    "rate_limited",
+    "denied_user",
+    "denied_ip",
+    "blocked_word",
+    "bad_request",
+    "too_long",
+    "disabled",
+    "unavailable",
+];
+
+/// Upstream results, as metrics and as atomics tests can read.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// Indexed like [`UPSTREAM_RESULTS`].
+    results: [AtomicU64; UPSTREAM_RESULTS.len()],
+    /// Publishes to NATS that failed (the client had been told OK).
+    pub publish_failed: AtomicU64,
+}
+
+impl UpstreamStats {
+    /// Counts one result, by its index in [`UPSTREAM_RESULTS`].
+    pub(crate) fn count(&self, index: usize) {
+        self.results[index].fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_upstream_total", "result" => UPSTREAM_RESULTS[index]).increment(1);
+    }
+
+    /// Requests with this result label so far (`ok`, `masked`, `rate_limited`, ...).
+    pub fn get(&self, label: &str) -> u64 {
+        UPSTREAM_RESULTS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.results[i].load(Ordering::Relaxed))
+    }
+}
+
+/// What happened to delivery ids, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReachCounts {
+    pub delivered: u64,
+    pub acked: u64,
+    pub retried: u64,
+    pub expired: u64,
 }

@@ -14,7 +14,7 @@ use danmu_proto::upstream::{UpstreamRequest, code};
 use super::config::UpstreamConfig;
 use super::limits::Buckets;
 use super::moderation::{DenyList, Filtered, WordFilter, parse_nets};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// One UPSTREAM request and who sent it.
 #[derive(Clone, Copy, Debug)]
@@ -53,18 +53,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every label, as in `danmu_gateway_upstream_total{result}`.
-    pub const LABELS: [&'static str; 10] = [
-        "ok",
-        "masked",
-        "rate_limited",
-        "denied_user",
-        "denied_ip",
-        "blocked_word",
-        "bad_request",
-        "too_long",
-        "disabled",
-        "unavailable",
-    ];
+    pub const LABELS: [&'static str; 10] = crate::stats::UPSTREAM_RESULTS;
 
     pub fn label(&self) -> &'static str {
         Self::LABELS[self.index()]

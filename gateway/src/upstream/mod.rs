@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 pub use config::{RateLimit, UpstreamConfig, WordAction, WordsConfig};
 pub use decide::{Moderator, Outcome, Request};
 
-use crate::config::ConfigError;
 use crate::connection::CloseReason;
+use crate::error::ConfigError;
 use crate::stats::Stats;
 
 /// When the publish queue is full, clients are told to retry after this long.
@@ -205,7 +205,7 @@ pub fn handle(
         Some(upstream) => upstream.decide(sender, body),
         None => (Outcome::Disabled, None),
     };
-    stats.upstream.count(&outcome);
+    stats.upstream.count(outcome.index());
     let mut reply = UpstreamReply {
         code: outcome.code(),
         id,
@@ -251,30 +251,6 @@ async fn publish(
             counter!("danmu_gateway_upstream_publish_errors_total").increment(1);
             tracing::warn!(%error, %subject, "publishing an upstream danmu");
         }
-    }
-}
-
-/// Upstream outcomes, as metrics and as atomics tests can read.
-#[derive(Debug, Default)]
-pub struct UpstreamStats {
-    /// Indexed like [`Outcome::LABELS`].
-    results: [AtomicU64; Outcome::LABELS.len()],
-    /// Publishes to NATS that failed (the client had been told OK).
-    pub publish_failed: AtomicU64,
-}
-
-impl UpstreamStats {
-    fn count(&self, outcome: &Outcome) {
-        self.results[outcome.index()].fetch_add(1, Ordering::Relaxed);
-        counter!("danmu_gateway_upstream_total", "result" => outcome.label()).increment(1);
-    }
-
-    /// Requests with this result label so far (`ok`, `masked`, `rate_limited`, ...).
-    pub fn get(&self, label: &str) -> u64 {
-        Outcome::LABELS
-            .iter()
-            .position(|l| *l == label)
-            .map_or(0, |i| self.results[i].load(Ordering::Relaxed))
     }
 }
 
