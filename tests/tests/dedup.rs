@@ -45,3 +45,23 @@ async fn a_repeated_msg_id_is_delivered_once() -> anyhow::Result<()> {
     member.expect_silence(Duration::from_millis(500)).await?;
     Ok(())
 }
+
+/// The one documented message limit (64 KiB) holds where the publisher can see it: a JetStream
+/// publish of 100 KiB on a push subject is refused with an error, one of 64 KiB is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_64_kib_is_refused_to_a_jetstream_publisher() -> anyhow::Result<()> {
+    let f = SingleRegion::start().await?;
+    let js = jetstream::new(f.business.clone());
+    let subject = subjects::push(Priority::Low, &Scope::Room(81));
+    let refused = js
+        .publish(subject.clone(), vec![b'x'; 100 * 1024].into())
+        .await?
+        .await;
+    let error = refused.expect_err("100 KiB must be refused").to_string();
+    assert!(error.contains("message size exceeds maximum"), "{error}");
+    // The limit counts the payload and the subject; 64 KiB less a little is stored.
+    js.publish(subject, vec![b'x'; 64 * 1024 - 256].into())
+        .await?
+        .await?;
+    Ok(())
+}
