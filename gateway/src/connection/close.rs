@@ -16,6 +16,8 @@ pub enum CloseReason {
     Protocol(String),
     /// A packet or WebSocket message over its limit.
     TooLarge,
+    /// A WebSocket text or close reason that is not UTF-8 (RFC 6455 8.1).
+    InvalidUtf8,
     /// WebSocket text message: the protocol is binary only.
     TextMessage,
     /// The client went away: a WebSocket Close (answered with a Close first), EOF or a reset.
@@ -45,6 +47,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::Protocol(_) => "protocol_error",
             CloseReason::TooLarge => "too_large",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::TextMessage => "text_message",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::SlowConsumer => "slow_consumer",
@@ -63,6 +66,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => 1001,
             CloseReason::Protocol(_) => 1002,
             CloseReason::TooLarge => 1009,
+            CloseReason::InvalidUtf8 => 1007,
             CloseReason::TextMessage => 1003,
             CloseReason::PeerClosed => 1000,
             CloseReason::SlowConsumer | CloseReason::ReplyBacklog => 1008,

@@ -103,6 +103,7 @@ fn frame_reason(error: FrameError) -> CloseReason {
 fn ws_reason(error: WsError) -> CloseReason {
     match error {
         WsError::TooLarge { .. } => CloseReason::TooLarge,
+        WsError::InvalidUtf8 => CloseReason::InvalidUtf8,
         other => CloseReason::Protocol(format!("websocket: {other}")),
     }
 }
@@ -177,6 +178,17 @@ mod tests {
             inbound.decode(&mut buf, &mut Vec::new()),
             Err(CloseReason::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_close_reason_that_is_not_utf8_closes_with_1007() {
+        let mut inbound = Inbound::new(Transport::WebSocket, 1024, 1024);
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[0xff, 0xfe]);
+        let mut buf = BytesMut::from(&client_frame(opcode::CLOSE, &payload, MASK)[..]);
+        let reason = inbound.decode(&mut buf, &mut Vec::new()).unwrap_err();
+        assert_eq!(reason, CloseReason::InvalidUtf8);
+        assert_eq!(reason.websocket_code(), 1007);
     }
 
     #[test]
