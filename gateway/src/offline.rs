@@ -3,6 +3,7 @@
 //! and handed to the new connection, oldest first.
 
 use anyhow::Context as _;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use danmu_proto::subjects;
@@ -13,10 +14,26 @@ use crate::transport::Transport;
 
 /// Reads and removes the user's waiting pushes (at most `max`). An absent stream means none.
 pub async fn take(js: &jetstream::Context, uid: u64, max: usize) -> anyhow::Result<Vec<Bytes>> {
-    let Ok(stream) = js.get_stream(subjects::OFFLINE_STREAM).await else {
-        return Ok(Vec::new());
-    };
+    // No STREAM.INFO round trip per connect: the name is all the calls below need.
+    let stream = js
+        .get_stream_no_info(subjects::OFFLINE_STREAM)
+        .await
+        .context("offline stream name")?;
     let subject = subjects::offline(uid);
+    // Most users have nothing waiting: one message lookup answers that, where creating a
+    // consumer for every connect would load JetStream's API during a reconnect storm.
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(_) => {}
+        Err(error) => match error.kind() {
+            LastRawMessageErrorKind::NoMessageFound => return Ok(Vec::new()),
+            LastRawMessageErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                return Ok(Vec::new());
+            }
+            _ => return Err(anyhow::anyhow!("looking for offline pushes: {error}")),
+        },
+    }
     let consumer = stream
         .create_consumer(consumer::pull::Config {
             filter_subject: subject.clone(),
@@ -79,6 +96,9 @@ pub fn encode(
     }
 }
 
+/// Offline reads in flight at once per gateway.
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
 /// Attempts at reading a user's offline pushes before giving up (counted as `failed`).
 const ATTEMPTS: u32 = 8;
 /// Wait before the second attempt; doubled for each next one (50 ms .. 6.4 s, ~12.7 s in all).
@@ -103,7 +123,13 @@ pub fn deliver_on_connect(
             if member.outbound.is_closed() {
                 return; // gone meanwhile: the pushes stay for the next connect
             }
-            match take(&js, uid, max).await {
+            // Reads queue here instead of all hitting JetStream at once after a reconnect storm;
+            // the permit is held for the read only, not for the wait before a retry.
+            let read = match READS.acquire().await {
+                Ok(_permit) => take(&js, uid, max).await,
+                Err(_) => return,
+            };
+            match read {
                 Ok(payloads) => {
                     stats.offline_read("ok");
                     if !payloads.is_empty() {
