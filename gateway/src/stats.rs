@@ -14,6 +14,8 @@ pub struct Stats {
     pub connections_refused: AtomicU64,
     /// Reads of offline pushes that failed and were tried again.
     pub offline_read_retries: AtomicU64,
+    /// Reads of offline pushes that succeeded (most find nothing waiting).
+    pub offline_reads: AtomicU64,
     /// Connections closed because replies piled up unread (`reply_backlog`).
     pub reply_backlogs: AtomicU64,
     pub auth_ok: AtomicU64,
@@ -100,9 +102,11 @@ impl Stats {
 
     /// A read of a user's offline pushes on connect: `ok`, `retried` or `failed`.
     pub(crate) fn offline_read(&self, outcome: &'static str) {
-        if outcome == "retried" {
-            self.offline_read_retries.fetch_add(1, Ordering::Relaxed);
-        }
+        match outcome {
+            "retried" => self.offline_read_retries.fetch_add(1, Ordering::Relaxed),
+            "ok" => self.offline_reads.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         counter!("danmu_gateway_offline_reads_total", "outcome" => outcome).increment(1);
     }
 

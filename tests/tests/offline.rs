@@ -59,6 +59,11 @@ async fn an_offline_users_pushes_arrive_on_connect_once_and_in_order() -> anyhow
     let mut second =
         room::join(&keys, Transport::Tcp, gateway.tcp_addr.unwrap(), uid, 70, 2).await?;
     second.expect_silence(QUIET).await?;
+    // Both connects read (the second found nothing, with one lookup).
+    eventually("two offline reads", WAIT, async || {
+        (danmu_gateway::stats::get(&gateway.stats.offline_reads) == 2).then_some(())
+    })
+    .await?;
     Ok(())
 }
 
