@@ -273,8 +273,13 @@ async fn accept_loop(
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Counted here, before the task runs, so a burst of accepts sees every
+                    // connection admitted before it.
                     let open = shared.stats.connections_open.load(std::sync::atomic::Ordering::Relaxed);
                     let admitted = max_connections.is_none_or(|max| open < max as i64);
+                    if admitted {
+                        shared.stats.connection_opened(transport.label());
+                    }
                     let _ = stream.set_nodelay(true);
                     if let Some(bytes) = shared.limits.socket_send_buffer {
                         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);

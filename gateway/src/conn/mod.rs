@@ -98,7 +98,9 @@ impl Context for Shared {
 const MAX_OFFLINE: usize = 1000;
 
 /// Serves one accepted socket until it closes. `admitted: false` means the gateway is at its
-/// connection cap: the client gets a close (1013 on WebSocket) and nothing else.
+/// connection cap: the client gets a close (1013 on WebSocket) and nothing else. An admitted
+/// connection was counted open by the caller (at accept, so a burst cannot overshoot the cap);
+/// it is counted ended here.
 pub async fn serve<S: Socket>(
     socket: S,
     peer: SocketAddr,
@@ -107,9 +109,6 @@ pub async fn serve<S: Socket>(
     admitted: bool,
 ) {
     let label = transport.label();
-    if admitted {
-        shared.stats.connection_opened(label);
-    }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
     let mut conn = Connection::new(id, transport, peer.ip(), shared.limits, admitted, now);

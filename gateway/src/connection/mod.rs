@@ -442,8 +442,9 @@ impl Connection {
 
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Now, ctx: &impl Context) {
-        let due: Vec<Timer> = self.timers.due(now.instant).collect();
-        for timer in due {
+        // A copy of the table (it is `Copy`): handling a timer may change the live one.
+        let table = self.timers;
+        for timer in table.due(now.instant) {
             match timer {
                 Timer::Linger => {
                     if let Phase::Closing { done, .. } = &mut self.phase {
