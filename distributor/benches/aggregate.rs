@@ -35,12 +35,9 @@ fn pending(i: u64) -> Pending<()> {
     }
 }
 
+/// The low-priority worker's defaults.
 fn config() -> WindowConfig {
-    WindowConfig {
-        window: Duration::from_millis(20),
-        max_messages: 200,
-        max_bytes: 32 * 1024,
-    }
+    danmu_distributor::config::WorkerConfig::default().window()
 }
 
 /// `messages` messages over `rooms` rooms at `rate` msg/s in total, clock driven explicitly:

@@ -49,6 +49,7 @@ impl Default for Config {
             low: WorkerConfig::default(),
             high: WorkerConfig {
                 window: Duration::ZERO,
+                max_window: Duration::ZERO,
                 ..WorkerConfig::default()
             },
             offline: OfflineConfig::default(),
@@ -121,9 +122,16 @@ impl Default for OfflineConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Aggregation window; `"0s"` sends every message on its own. Default 20ms (low), 0s (high).
+    /// Aggregation window of a hot target up to `knee_rate`; `"0s"` sends every message on its
+    /// own. Default 20ms (low), 0s (high).
     #[serde(deserialize_with = "duration::deserialize")]
     pub window: Duration,
+    /// The widest window, reached as a target's rate grows past `knee_rate`
+    /// (`distributor/src/window.rs`). Default 100ms (low), 0s (high: never grows).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_window: Duration,
+    /// Messages per second above which a target's window grows with its rate. Default 50.
+    pub knee_rate: f64,
     pub max_batch_messages: usize,
     pub max_batch_bytes: usize,
     /// Messages requested per pull.
@@ -148,6 +156,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             window: Duration::from_millis(20),
+            max_window: Duration::from_millis(100),
+            knee_rate: 50.0,
             max_batch_messages: 200,
             max_batch_bytes: 32 * 1024,
             pull_batch: 500,
@@ -169,7 +179,13 @@ impl WorkerConfig {
         if self.pull_batch == 0 {
             return invalid("pull_batch", "must be at least 1");
         }
-        if self.ack_wait < Duration::from_millis(500) || self.ack_wait <= self.window * 10 {
+        if self.knee_rate.is_nan() || self.knee_rate <= 0.0 {
+            return invalid("knee_rate", "must be above 0 messages per second");
+        }
+        if self.ack_wait < Duration::from_millis(500)
+            || self.ack_wait <= self.window * 10
+            || self.ack_wait <= self.max_window * 5
+        {
             return invalid(
                 "ack_wait",
                 "must be at least 500ms and far above the window, or messages are redelivered while still batched",
@@ -187,6 +203,8 @@ impl WorkerConfig {
     pub fn window(&self) -> WindowConfig {
         WindowConfig {
             window: self.window,
+            max_window: self.max_window,
+            knee_rate: self.knee_rate,
             max_messages: self.max_batch_messages,
             max_bytes: self.max_batch_bytes,
         }

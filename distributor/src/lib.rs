@@ -129,6 +129,7 @@ pub async fn start(config: Config) -> Result<Distributor, StartError> {
             brotli_quality: config.brotli_quality,
             confirmations,
             stats: stats.clone(),
+            offline_stores: tokio::task::JoinSet::new(),
         };
         tasks.spawn(worker.run(stop.clone()));
         let lag = lag::sample(consumer, priority, Duration::from_secs(5), stop.clone());

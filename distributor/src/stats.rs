@@ -19,12 +19,15 @@ pub struct Stats {
     pub messages_rejected: AtomicU64,
     /// Batches published on edge subjects.
     pub batches_out: AtomicU64,
-    /// Batch compressions: one per published batch, never more.
+    /// Batch compressions: one per published batch, never more (none for a lone short message,
+    /// which leaves as a plain packet).
     pub compressions: AtomicU64,
     /// Acks that could not be sent.
     pub ack_errors: AtomicU64,
     /// User pushes stored for offline users.
     pub offline_stored: AtomicU64,
+    /// User pushes JetStream did not store (negatively acknowledged, so redelivered and retried).
+    pub offline_store_errors: AtomicU64,
 }
 
 impl Stats {
@@ -56,9 +59,14 @@ impl Stats {
         encoded: EncodeStats,
         seconds: f64,
     ) {
-        self.compressions.fetch_add(1, Ordering::Relaxed);
         let prio = priority.token();
-        histogram!("danmu_distributor_compress_seconds", "priority" => prio).record(seconds);
+        if encoded.compressed {
+            self.compressions.fetch_add(1, Ordering::Relaxed);
+            histogram!("danmu_distributor_compress_seconds", "priority" => prio).record(seconds);
+        } else {
+            counter!("danmu_distributor_batches_uncompressed_total", "priority" => prio)
+                .increment(1);
+        }
         histogram!("danmu_distributor_batch_messages", "priority" => prio).record(messages as f64);
         counter!("danmu_distributor_batch_raw_bytes_total", "priority" => prio)
             .increment(encoded.raw_len as u64);
@@ -70,6 +78,20 @@ impl Stats {
         }
     }
 
+    /// How long a message waited in its push stream: from JetStream storing it to this
+    /// distributor receiving it (the first hop inside the fabric).
+    pub(crate) fn stream_wait(&self, priority: Priority, seconds: f64) {
+        histogram!("danmu_distributor_stream_wait_seconds", "priority" => priority.token())
+            .record(seconds);
+    }
+
+    /// From JetStream storing a batch's oldest message to the batch's publish on its edge
+    /// subject: the stream wait plus the aggregation window and the encoding.
+    pub(crate) fn batch_delay(&self, priority: Priority, seconds: f64) {
+        histogram!("danmu_distributor_batch_delay_seconds", "priority" => priority.token())
+            .record(seconds);
+    }
+
     pub(crate) fn batch_published(&self, priority: Priority) {
         self.batches_out.fetch_add(1, Ordering::Relaxed);
         counter!("danmu_distributor_batches_out_total", "priority" => priority.token())
@@ -79,6 +101,12 @@ impl Stats {
     pub(crate) fn offline_stored(&self, messages: u64) {
         self.offline_stored.fetch_add(messages, Ordering::Relaxed);
         counter!("danmu_distributor_offline_stored_total").increment(messages);
+    }
+
+    pub(crate) fn offline_store_failed(&self, messages: u64) {
+        self.offline_store_errors
+            .fetch_add(messages, Ordering::Relaxed);
+        counter!("danmu_distributor_offline_store_errors_total").increment(messages);
     }
 
     pub(crate) fn ack_error(&self, priority: Priority) {

@@ -1,11 +1,20 @@
 //! The adaptive aggregation window, as plain state driven by an explicit `now`.
 //!
 //! A quiet target's message leaves at once: latency matters more than batching when nothing
-//! else is waiting. Once a target has flushed within the last `window`, it counts as hot and its
-//! next messages wait until the window since the first of them has passed, or until the batch
-//! reaches its message or byte bound, whichever comes first. A hot room at 1,000 msg/s with a
-//! 20 ms window leaves as 50 batches a second instead of 1,000 messages, and each batch is
-//! compressed once.
+//! else is waiting. Once a target has flushed within its current window, it counts as hot and
+//! its next messages wait until the window since the first of them has passed, or until the
+//! batch reaches its message or byte bound, whichever comes first.
+//!
+//! The window widens with the target's rate. Every batch costs a gateway one write per member
+//! whatever it holds, so frames per delivered message are what a hot room costs; a wider window
+//! lowers them, and a hot room can afford the wait because its viewers see a stream, not one
+//! message. Up to `knee_rate` messages per second the window is `window` (20 ms by default);
+//! above it the window grows in proportion to the rate, up to `max_window` (100 ms by default,
+//! half the 200 ms publish-to-client budget of SPEC's hot-room bar, so the fabric's other hops
+//! keep the other half). A room at 1,000 msg/s thus leaves as 10 batches a second instead of 50
+//! (or 1,000 unbatched): each member gets 10 frames a second. The rate is an exponentially
+//! weighted average over about a second (`RATE_TAU`), so a burst does not widen the window of a
+//! room that is otherwise quiet for long.
 //!
 //! Order is preserved per target: a target has at most one open batch, and batches come out in
 //! the order they close.
@@ -15,11 +24,19 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+/// Time constant of a target's rate estimate: messages older than a few of these hardly count.
+pub const RATE_TAU: Duration = Duration::from_secs(1);
+
 /// Bounds of the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WindowConfig {
-    /// Longest time a message waits for company.
+    /// The window of a hot target up to `knee_rate`: how long a message waits for company.
     pub window: Duration,
+    /// The widest window, reached by targets far above `knee_rate`; at most this long does a
+    /// message wait. Not below `window` (a narrower value means `window` throughout).
+    pub max_window: Duration,
+    /// Messages per second above which a target's window grows in proportion to its rate.
+    pub knee_rate: f64,
     /// A batch closes when it holds this many messages.
     pub max_messages: usize,
     /// A batch closes when its payloads add up to this many bytes.
@@ -31,9 +48,22 @@ impl WindowConfig {
     pub fn immediate() -> Self {
         WindowConfig {
             window: Duration::ZERO,
+            max_window: Duration::ZERO,
+            knee_rate: f64::INFINITY,
             max_messages: 1,
             max_bytes: usize::MAX,
         }
+    }
+
+    /// The window for a target receiving `rate` messages per second:
+    /// `window × max(1, rate / knee_rate)`, capped at `max_window`.
+    pub fn window_at(&self, rate: f64) -> Duration {
+        if rate <= self.knee_rate || self.max_window <= self.window {
+            return self.window;
+        }
+        self.window
+            .mul_f64((rate / self.knee_rate).min(1e6))
+            .min(self.max_window)
     }
 }
 
@@ -58,6 +88,21 @@ struct Open<M> {
 struct TargetState<M> {
     open: Option<Open<M>>,
     last_flush: Option<Instant>,
+    /// Messages per second, exponentially weighted (see [`RATE_TAU`]), as of `rate_at`.
+    rate: f64,
+    rate_at: Instant,
+}
+
+impl<M> TargetState<M> {
+    /// Counts one message at `now` into the rate: the old estimate decays by `e^(-dt/τ)` and
+    /// the message adds `1/τ`, so a steady `r` msg/s converges to `r`.
+    fn count(&mut self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.rate_at).as_secs_f64();
+        let tau = RATE_TAU.as_secs_f64();
+        self.rate = self.rate * (-dt / tau).exp() + 1.0 / tau;
+        self.rate_at = now;
+        self.rate
+    }
 }
 
 /// Per-target aggregation windows.
@@ -89,7 +134,10 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
         let state = self.targets.entry(target.clone()).or_insert(TargetState {
             open: None,
             last_flush: None,
+            rate: 0.0,
+            rate_at: now,
         });
+        let window = config.window_at(state.count(now));
         let len = message.payload_len();
         match &mut state.open {
             Some(open) => {
@@ -108,7 +156,7 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
             None => {
                 let quiet = state
                     .last_flush
-                    .is_none_or(|at| now.saturating_duration_since(at) >= config.window);
+                    .is_none_or(|at| now.saturating_duration_since(at) >= window);
                 if quiet || config.max_messages <= 1 || len >= config.max_bytes {
                     state.last_flush = Some(now);
                     return Some(Batch {
@@ -116,7 +164,7 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
                         messages: vec![message],
                     });
                 }
-                let closes_at = now + config.window;
+                let closes_at = now + window;
                 state.open = Some(Open {
                     messages: vec![message],
                     bytes: len,
@@ -155,12 +203,15 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
                 });
             }
         }
-        let window = self.config.window;
+        // A target is kept while a batch is open or its rate still counts; then it is quiet
+        // whatever its window was, and its rate would start near zero again anyway.
+        let keep = self
+            .config
+            .max_window
+            .max(self.config.window)
+            .max(RATE_TAU * 3);
         self.targets.retain(|_, state| {
-            state.open.is_some()
-                || state
-                    .last_flush
-                    .is_some_and(|at| now.saturating_duration_since(at) < window)
+            state.open.is_some() || now.saturating_duration_since(state.rate_at) < keep
         });
         due
     }
@@ -218,9 +269,85 @@ mod tests {
     fn config() -> WindowConfig {
         WindowConfig {
             window: Duration::from_millis(20),
+            max_window: Duration::from_millis(20),
+            knee_rate: 50.0,
             max_messages: 4,
             max_bytes: 1000,
         }
+    }
+
+    fn growing() -> WindowConfig {
+        WindowConfig {
+            max_window: Duration::from_millis(100),
+            max_messages: 10_000,
+            max_bytes: usize::MAX,
+            ..config()
+        }
+    }
+
+    #[test]
+    fn the_window_grows_with_the_rate_up_to_its_bound() {
+        let c = growing();
+        assert_eq!(c.window_at(0.0), Duration::from_millis(20));
+        assert_eq!(c.window_at(50.0), Duration::from_millis(20));
+        assert_eq!(c.window_at(100.0), Duration::from_millis(40));
+        assert_eq!(c.window_at(250.0), Duration::from_millis(100));
+        assert_eq!(c.window_at(1e9), Duration::from_millis(100));
+        assert_eq!(WindowConfig::immediate().window_at(1e9), Duration::ZERO);
+    }
+
+    /// Publishes `rate` msg/s into room 1 for `seconds` and returns the batch sizes.
+    fn run(rate: u32, seconds: u32) -> Vec<usize> {
+        let mut agg = Aggregator::new(growing());
+        let t0 = Instant::now();
+        let step = Duration::from_secs(1) / rate;
+        let mut sizes = Vec::new();
+        for i in 0..rate * seconds {
+            let now = t0 + step * i;
+            sizes.extend(agg.take_due(now).iter().map(|b| b.messages.len()));
+            sizes.extend(agg.push(1u64, Msg(i, 10), now).map(|b| b.messages.len()));
+        }
+        sizes
+    }
+
+    #[test]
+    fn frames_per_message_fall_as_a_room_heats_up() {
+        // A quiet room (2 msg/s): every message leaves alone, at once.
+        assert!(run(2, 5).iter().all(|&size| size == 1));
+        // 40 msg/s, under the knee: the 20 ms window holds one message, so batches of 1.
+        let warm = run(40, 5);
+        // 1,000 msg/s: once the rate estimate has caught up (about a second), 100 ms batches.
+        let hot = run(1000, 5);
+        let settled: Vec<usize> = hot.iter().copied().skip(hot.len() / 2).collect();
+        assert!(
+            settled.iter().all(|&size| (95..=101).contains(&size)),
+            "{settled:?}"
+        );
+        let frames_per_message =
+            |sizes: &[usize]| sizes.len() as f64 / sizes.iter().sum::<usize>() as f64;
+        assert!(frames_per_message(&warm) > 0.5, "{warm:?}");
+        assert!(
+            frames_per_message(&hot) < 0.02,
+            "{}",
+            frames_per_message(&hot)
+        );
+    }
+
+    #[test]
+    fn a_room_that_cools_down_sends_at_once_again() {
+        let mut agg = Aggregator::new(growing());
+        let t0 = Instant::now();
+        for i in 0..2000u32 {
+            let now = t0 + Duration::from_millis(1) * i;
+            agg.take_due(now);
+            agg.push(1u64, Msg(i, 10), now);
+        }
+        let later = t0 + Duration::from_secs(10);
+        agg.take_due(later);
+        let batch = agg
+            .push(1u64, Msg(9999, 10), later)
+            .expect("quiet again: leaves at once");
+        assert_eq!(ids(&batch), [9999]);
     }
 
     fn ids(batch: &Batch<u64, Msg>) -> Vec<u32> {
@@ -302,7 +429,7 @@ mod tests {
         for room in 0..100u64 {
             agg.push(room, Msg(0, 1), t0).unwrap();
         }
-        agg.take_due(t0 + Duration::from_secs(1));
+        agg.take_due(t0 + RATE_TAU * 3);
         assert!(agg.targets.is_empty());
     }
 

@@ -15,6 +15,7 @@ use danmu_proto::internal;
 use danmu_proto::subjects::{self, Priority, Scope};
 use futures::StreamExt;
 use prost::Message as _;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
@@ -43,6 +44,8 @@ pub struct Worker {
     /// gateway's confirmation, or are stored for the user's next connect.
     pub confirmations: Option<Confirmations<Pending<Acker>>>,
     pub stats: Arc<Stats>,
+    /// Offline stores waiting for JetStream's publish acks (see `store_offline`).
+    pub offline_stores: JoinSet<()>,
 }
 
 /// Why a worker stopped before its shutdown.
@@ -162,6 +165,9 @@ impl Worker {
             self.publish(batch).await?;
         }
         self.client.flush().await.map_err(WorkerError::Flush)?;
+        // Offline stores in flight finish (or fail and are redelivered to the next instance)
+        // before the worker reports that it stopped.
+        while self.offline_stores.join_next().await.is_some() {}
         Ok(())
     }
 
@@ -195,6 +201,10 @@ impl Worker {
         };
         let (message, acker) = message.split();
         self.stats.message_in(self.priority, redelivered);
+        if !redelivered {
+            self.stats
+                .stream_wait(self.priority, seconds_since(published_micros));
+        }
         let scope = match subjects::parse_ingest(message.subject.as_str()) {
             Ok(ingest) => ingest.scope,
             Err(error) => {
@@ -234,6 +244,15 @@ impl Worker {
             encoded,
             started.elapsed().as_secs_f64(),
         );
+        let sent_unix_micros = unix_micros();
+        let edge = internal::EdgeBatch {
+            sent_unix_micros,
+            ..edge
+        };
+        if edge.oldest_publish_unix_micros > 0 {
+            let delay = (sent_unix_micros - edge.oldest_publish_unix_micros).max(0);
+            self.stats.batch_delay(self.priority, delay as f64 / 1e6);
+        }
         let payload = Bytes::from(edge.encode_to_vec());
         let subject = subjects::edge(self.priority, &batch.target);
         if let (Some(confirmations), Scope::User(uid)) = (&mut self.confirmations, &batch.target) {
@@ -282,27 +301,58 @@ impl Worker {
 }
 
 impl Worker {
-    /// Stores a user's pushes in the offline stream for the next connect, then acks them.
+    /// Stores a user's pushes in the offline stream for the next connect, acking them once
+    /// JetStream has stored them all.
+    ///
+    /// The publishes go out here, in order, on the worker's connection (handing a message to the
+    /// client does not wait for the server); only the wait for JetStream's publish acks moves to
+    /// a task of `offline_stores`. So the high-priority loop never waits a round trip per offline
+    /// user, and one user's pushes are still stored in the order they came. A store that fails
+    /// is negatively acknowledged: JetStream redelivers it and it is tried again.
     async fn store_offline(
-        &self,
+        &mut self,
         uid: u64,
         messages: Vec<Pending<Acker>>,
     ) -> Result<(), WorkerError> {
         let js = async_nats::jetstream::new(self.client.clone());
+        let mut stored = Vec::with_capacity(messages.len());
         for message in &messages {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(
                 crate::PUBLISHED_HEADER,
                 message.published_micros.to_string().as_str(),
             );
-            js.publish_with_headers(subjects::offline(uid), headers, message.payload.clone())
-                .await
-                .map_err(WorkerError::StoreOffline)?
+            let ack = js
+                .publish_with_headers(subjects::offline(uid), headers, message.payload.clone())
                 .await
                 .map_err(WorkerError::StoreOffline)?;
+            stored.push(ack.into_future());
         }
-        self.stats.offline_stored(messages.len() as u64);
-        self.ack_all(&messages).await;
+        let (stats, priority) = (self.stats.clone(), self.priority);
+        self.offline_stores.spawn(async move {
+            let count = messages.len() as u64;
+            match futures::future::try_join_all(stored).await {
+                Ok(_) => {
+                    stats.offline_stored(count);
+                    for message in &messages {
+                        if message.ack.ack().await.is_err() {
+                            stats.ack_error(priority);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(uid, %error, "JetStream did not store an offline push: it will be redelivered");
+                    stats.offline_store_failed(count);
+                    for message in &messages {
+                        if message.ack.ack_with(AckKind::Nak(None)).await.is_err() {
+                            stats.ack_error(priority);
+                        }
+                    }
+                }
+            }
+        });
+        // Reap finished stores so the set stays as small as what is in flight.
+        while self.offline_stores.try_join_next().is_some() {}
         Ok(())
     }
 }
@@ -312,6 +362,18 @@ async fn next_answer(answers: &mut Option<async_nats::Subscriber>) -> Option<asy
         Some(answers) => answers.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// Now, in unix microseconds (0 if the clock is before 1970).
+fn unix_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Seconds from `unix_micros` to now, 0 if that is in the future (clocks of two hosts).
+fn seconds_since(unix_micros_then: i64) -> f64 {
+    (unix_micros() - unix_micros_then).max(0) as f64 / 1e6
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

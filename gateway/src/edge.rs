@@ -29,10 +29,22 @@ pub struct Variants<'a> {
 }
 
 impl<'a> Variants<'a> {
+    /// `packet` is the distributor's: a brotli batch (version 3), or a lone message as a plain
+    /// version-0 packet, which every protover reads as it is (so every slot shares it and
+    /// nothing is decompressed or recompressed for it).
     pub fn new(packet: Bytes, max_raw_len: usize, stats: &'a Stats) -> Self {
+        let packets = if packet_version(&packet) == Some(frame::version::RAW) {
+            [
+                Some(Some(packet.clone())),
+                Some(Some(packet.clone())),
+                Some(Some(packet)),
+            ]
+        } else {
+            [None, None, Some(Some(packet))]
+        };
         Variants {
             max_raw_len,
-            packets: [None, None, Some(Some(packet))],
+            packets,
             wire: Default::default(),
             stats,
         }
@@ -82,6 +94,13 @@ impl<'a> Variants<'a> {
         self.packets[version_slot] = Some(built.clone());
         built
     }
+}
+
+/// The version field of a packet's header (bytes 6-7), if it has a header.
+fn packet_version(packet: &[u8]) -> Option<u16> {
+    packet
+        .get(6..8)
+        .map(|version| u16::from_be_bytes([version[0], version[1]]))
 }
 
 fn decompress(packet: &Bytes, max_raw_len: usize) -> Option<Bytes> {
@@ -213,6 +232,24 @@ mod tests {
             edge.packet,
             "shared, not copied"
         );
+    }
+
+    #[test]
+    fn a_lone_plain_packet_is_what_every_protover_gets_with_nothing_rebuilt() {
+        let packet = Bytes::from(batch::encode_messages([&br#"{"cmd":"DANMU_MSG"}"#[..]]));
+        let stats = Stats::default();
+        let mut variants = Variants::new(packet.clone(), 1 << 20, &stats);
+        for protover in [0, 2, 3] {
+            assert_eq!(variants.get(protover, Transport::Tcp).unwrap(), packet);
+            let (version, inner) = bodies(
+                &variants.get(protover, Transport::WebSocket).unwrap(),
+                Transport::WebSocket,
+            );
+            assert_eq!(version, frame::version::RAW);
+            assert_eq!(inner, vec![Bytes::from_static(br#"{"cmd":"DANMU_MSG"}"#)]);
+        }
+        assert_eq!(crate::stats::get(&stats.zlib_encodes), 0);
+        assert_eq!(crate::stats::get(&stats.brotli_decodes), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! is the session router.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,18 +46,96 @@ pub struct DeliveryLimits {
 
 pub struct Group {
     pub scope: Scope,
-    members: Mutex<HashMap<u64, Arc<Member>>>,
+    members: Mutex<Members>,
     dedup: Mutex<Dedup>,
-    subscription: Mutex<Option<u64>>,
+    /// The edge subscription's id while subscribed (ids start at 1); set and taken under the
+    /// registry lock.
+    subscription: AtomicU64,
+}
+
+/// A group's members: a `Vec` the fan-out walks in one pass over contiguous pointers, with an
+/// index by connection id only once the group is big enough that finding a leaving member by a
+/// scan would cost. Most groups (a user's, a device's) hold one member, so they stay one small
+/// allocation instead of a hash table each (idle memory per connection).
+#[derive(Default)]
+struct Members {
+    list: Vec<Arc<Member>>,
+    /// conn_id -> position in `list`; present while `list` is longer than `INDEX_FROM / 2`
+    /// after having grown past `INDEX_FROM`. Boxed so the groups that never have one (nearly
+    /// all) pay a pointer for it, not an empty table's 48 bytes.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<u64, usize>>>,
+}
+
+/// Members from which a group keeps an index by connection id.
+const INDEX_FROM: usize = 32;
+
+impl Members {
+    fn position(&self, conn_id: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&conn_id).copied(),
+            None => self.list.iter().position(|m| m.conn_id == conn_id),
+        }
+    }
+
+    /// Adds a member, or replaces the one with the same connection id.
+    fn insert(&mut self, member: Arc<Member>) {
+        if let Some(at) = self.position(member.conn_id) {
+            self.list[at] = member;
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(member.conn_id, self.list.len());
+        }
+        self.list.push(member);
+        if self.index.is_none() && self.list.len() > INDEX_FROM {
+            self.index = Some(Box::new(
+                self.list
+                    .iter()
+                    .enumerate()
+                    .map(|(at, m)| (m.conn_id, at))
+                    .collect(),
+            ));
+        }
+    }
+
+    /// Removes a member; says whether it was there.
+    fn remove(&mut self, conn_id: u64) -> bool {
+        let Some(at) = self.position(conn_id) else {
+            return false;
+        };
+        self.list.swap_remove(at);
+        if let Some(index) = &mut self.index {
+            index.remove(&conn_id);
+            if let Some(moved) = self.list.get(at) {
+                index.insert(moved.conn_id, at);
+            }
+            if self.list.len() <= INDEX_FROM / 2 {
+                self.index = None;
+            }
+        }
+        if self.list.is_empty() {
+            self.list = Vec::new();
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
 }
 
 impl Group {
     fn new(scope: Scope) -> Self {
         Group {
             scope,
-            members: Mutex::new(HashMap::new()),
+            members: Mutex::new(Members::default()),
             dedup: Mutex::new(Dedup::default()),
-            subscription: Mutex::new(None),
+            subscription: AtomicU64::new(0),
         }
     }
 
@@ -104,7 +183,7 @@ impl Group {
         let (mut frames, mut bytes, mut shed) = (0u64, 0u64, 0u64);
         {
             let members = self.members.lock().expect("group lock");
-            for member in members.values() {
+            for member in &members.list {
                 let Some(encoded) = variants.get(member.protover, member.transport) else {
                     continue;
                 };
@@ -160,18 +239,15 @@ impl Groups {
         let mut groups = self.groups.lock().expect("groups lock");
         let group = groups.entry(scope.clone()).or_insert_with(|| {
             let group = Arc::new(Group::new(scope));
-            *group.subscription.lock().expect("subscription lock") =
-                Some(self.source.subscribe(group.clone()));
+            group
+                .subscription
+                .store(self.source.subscribe(group.clone()), Ordering::Relaxed);
             if matches!(group.scope, Scope::Room(_)) {
                 self.stats.room_count(1);
             }
             group
         });
-        group
-            .members
-            .lock()
-            .expect("group lock")
-            .insert(member.conn_id, member);
+        group.members.lock().expect("group lock").insert(member);
         group.clone()
     }
 
@@ -183,12 +259,12 @@ impl Groups {
         };
         let empty = {
             let mut members = group.members.lock().expect("group lock");
-            members.remove(&conn_id);
+            members.remove(conn_id);
             members.is_empty()
         };
         if empty {
-            if let Some(subscription) = group.subscription.lock().expect("subscription lock").take()
-            {
+            let subscription = group.subscription.swap(0, Ordering::Relaxed);
+            if subscription != 0 {
                 self.source.unsubscribe(subscription);
             }
             if matches!(scope, Scope::Room(_)) {
@@ -234,7 +310,7 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     #[derive(Default)]
     struct Recorder {
@@ -256,6 +332,43 @@ mod tests {
             protover,
             outbound: Outbound::new(1 << 20),
         })
+    }
+
+    #[test]
+    fn members_keep_their_index_right_through_growth_and_shrinking() {
+        let mut members = Members::default();
+        let mut expected: Vec<u64> = Vec::new();
+        for id in 0..100u64 {
+            members.insert(member(id, 3));
+            expected.push(id);
+        }
+        assert!(members.index.is_some(), "indexed past {INDEX_FROM}");
+        members.insert(member(5, 0));
+        assert_eq!(
+            members.len(),
+            100,
+            "a second join of a connection replaces it"
+        );
+        for id in (0..100u64).filter(|id| id % 3 != 0) {
+            assert!(members.remove(id));
+            expected.retain(|&e| e != id);
+            assert!(!members.remove(id), "removed once");
+            for &left in &expected {
+                let at = members.position(left).expect("still found");
+                assert_eq!(members.list[at].conn_id, left);
+            }
+        }
+        assert_eq!(members.len(), 34);
+        for id in (0..100u64).filter(|id| id % 3 == 0) {
+            assert!(members.remove(id));
+        }
+        assert!(members.is_empty());
+        assert!(members.index.is_none());
+        assert_eq!(
+            members.list.capacity(),
+            0,
+            "an empty group gives its memory back"
+        );
     }
 
     #[tokio::test]

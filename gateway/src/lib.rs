@@ -174,7 +174,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     let trusted_proxies = upstream::moderation::parse_nets(&config.trusted_proxies)
         .map_err(|reason| anyhow::anyhow!("trusted_proxies: {reason}"))?;
     let shared = conn::Shared {
-        limits: connection::Limits::from_config(&config),
+        limits: Arc::new(connection::Limits::from_config(&config)),
         verifier,
         groups: groups::Groups::new(Box::new(edge_source), stats.clone()),
         origin: presence::Origin {

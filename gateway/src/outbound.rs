@@ -12,9 +12,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 /// What became of a push. `shed` counts low-priority messages dropped by it.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +59,11 @@ impl Queue {
 pub struct Outbound {
     limit: usize,
     queue: Mutex<Queue>,
-    ready: Notify,
+    /// Set by a push, taken by `poll_ready`: a wake-up kept while nobody waits.
+    pushed: AtomicBool,
+    /// The connection task, woken by a push. A waker slot rather than a `Notify`: waiting on
+    /// it stores no future in the connection task (see `conn::Task::wait`).
+    waker: AtomicWaker,
 }
 
 impl Outbound {
@@ -65,7 +71,8 @@ impl Outbound {
         Outbound {
             limit: limit_bytes,
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
+            pushed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -102,7 +109,8 @@ impl Outbound {
             Push::Queued { shed: 0 }
         };
         drop(queue);
-        self.ready.notify_one();
+        self.pushed.store(true, Ordering::Release);
+        self.waker.wake();
         result
     }
 
@@ -157,10 +165,18 @@ impl Outbound {
         !self.queue.lock().expect("outbound lock").low.is_empty()
     }
 
-    /// Resolves when something was pushed since the last call (a permit is kept if nobody
-    /// waited, so no wake-up is lost).
-    pub async fn ready(&self) {
-        self.ready.notified().await
+    /// Ready when something was pushed since the last ready answer (a push while nobody waits
+    /// is kept, so no wake-up is lost); otherwise registers `cx`'s waker for the next push.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pushed.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A push between the check and the registration woke the old waker: look again.
+        if self.pushed.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -255,8 +271,31 @@ mod tests {
     async fn a_push_before_waiting_is_not_lost() {
         let outbound = Outbound::new(10);
         outbound.push(Bytes::from_static(b"x"), true, 1);
-        tokio::time::timeout(std::time::Duration::from_secs(5), outbound.ready())
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            std::future::poll_fn(|cx| outbound.poll_ready(cx)),
+        )
+        .await
+        .expect("the push was kept");
+        let waiting = std::future::poll_fn(|cx| outbound.poll_ready(cx));
+        assert!(
+            futures::FutureExt::now_or_never(waiting).is_none(),
+            "taken once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_a_waiting_task() {
+        let outbound = std::sync::Arc::new(Outbound::new(10));
+        let waiter = tokio::spawn({
+            let outbound = outbound.clone();
+            async move { std::future::poll_fn(|cx| outbound.poll_ready(cx)).await }
+        });
+        tokio::task::yield_now().await;
+        outbound.push(Bytes::from_static(b"x"), false, 1);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
-            .expect("the permit was kept");
+            .expect("woken")
+            .unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! never once per member, to keep the fan-out loop free of metric calls.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram};
 
@@ -161,6 +162,19 @@ impl Stats {
         if let Some(delay) = publish_delay_secs {
             histogram!("danmu_gateway_publish_delay_seconds").record(delay);
         }
+    }
+
+    /// The hop from the distributor publishing a batch to this gateway receiving it (unix
+    /// micros of both ends; hosts' clocks differ by their NTP error).
+    pub(crate) fn edge_transit(&self, priority: &'static str, sent_unix_micros: i64) {
+        if sent_unix_micros <= 0 {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        histogram!("danmu_gateway_edge_transit_seconds", "priority" => priority)
+            .record((now - sent_unix_micros).max(0) as f64 / 1e6);
     }
 
     /// Adds a connection's reach counts since `before`.

@@ -446,7 +446,7 @@ pub async fn print_sizes() -> anyhow::Result<()> {
     let stats = Arc::new(danmu_gateway::Stats::default());
     let defaults = danmu_gateway::Config::default();
     let shared = Arc::new(Shared {
-        limits: Limits::from_config(&defaults),
+        limits: Arc::new(Limits::from_config(&defaults)),
         verifier: danmu_proto::token::TokenVerifier::from_public_pem(&keys.public_pem)?,
         groups: danmu_gateway::groups::Groups::new(Box::new(NoEdge), stats.clone()),
         origin: danmu_gateway::presence::Origin {
@@ -469,7 +469,6 @@ pub async fn print_sizes() -> anyhow::Result<()> {
     let stream = TcpStream::connect(listener.local_addr()?).await?;
     let other = TcpStream::connect(listener.local_addr()?).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
-    let outbound = danmu_gateway::outbound::Outbound::new(defaults.outbound_queue_bytes);
     // Futures built, never polled: their sizes are what a task stores.
     let peer = other.local_addr()?;
     let serve = conn::serve(
@@ -479,8 +478,7 @@ pub async fn print_sizes() -> anyhow::Result<()> {
         shared,
         true,
     );
-    let (readable, writable) = (other.readable(), other.writable());
-    let (cancelled, ready) = (cancel.cancelled(), outbound.ready());
+    let cancelled = cancel.clone().cancelled_owned();
     let rows = [
         (
             "conn::serve future (+ ~100 B task header/trailer, allocation 128-aligned)",
@@ -501,24 +499,19 @@ pub async fn print_sizes() -> anyhow::Result<()> {
         ("connection::Input (Vec while reading)", size_of::<Input>()),
         ("tokio::net::TcpStream", size_of::<TcpStream>()),
         (
-            "select branch: TcpStream::readable()",
-            size_of_val(&readable),
-        ),
-        (
-            "select branch: TcpStream::writable()",
-            size_of_val(&writable),
-        ),
-        (
-            "select branch: CancellationToken::cancelled()",
+            "kept while waiting: CancellationToken::cancelled_owned()",
             size_of_val(&cancelled),
         ),
-        ("select branch: Outbound::ready()", size_of_val(&ready)),
         (
-            "select branch: tokio::time::Sleep",
+            "kept while waiting: tokio::time::Sleep",
             size_of::<tokio::time::Sleep>(),
         ),
+        (
+            "groups::Group (a user's or device's group, in an Arc)",
+            size_of::<danmu_gateway::groups::Group>(),
+        ),
     ];
-    drop((serve, readable, writable, cancelled, ready));
+    drop((serve, cancelled, other));
     for (what, bytes) in rows {
         println!("{bytes:>6} B  {what}");
     }

@@ -9,16 +9,20 @@
 
 mod socket;
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use danmu_proto::subjects::Scope;
 use danmu_proto::token::TokenVerifier;
 use ipnet::IpNet;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 pub use socket::Socket;
 
@@ -35,7 +39,7 @@ use crate::upstream::{Handled, Sender, Upstream};
 /// What every connection task shares; built once, by `crate::start` (or a test), never
 /// changed afterwards.
 pub struct Shared {
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     pub verifier: TokenVerifier,
     pub groups: Groups,
     /// Node id and region stamped on enter/exit events; the region names the region scope.
@@ -111,7 +115,14 @@ pub async fn serve<S: Socket>(
     let label = transport.label();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
-    let mut conn = Connection::new(id, transport, peer.ip(), shared.limits, admitted, now);
+    let mut conn = Connection::new(
+        id,
+        transport,
+        peer.ip(),
+        shared.limits.clone(),
+        admitted,
+        now,
+    );
     let mut task = Task {
         socket,
         member: None,
@@ -140,9 +151,9 @@ struct Task<S> {
 
 impl<S: Socket> Task<S> {
     async fn run(&mut self, conn: &mut Connection) {
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
         let sleep = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(sleep);
+        tokio::pin!(shutdown, sleep);
         loop {
             self.carry_out(conn);
             self.write(conn);
@@ -155,31 +166,84 @@ impl<S: Socket> Task<S> {
             if let Some(at) = timeout {
                 sleep.as_mut().reset(at.into());
             }
-            let closing = conn.is_closing();
-            let outbound = self.member.as_ref().filter(|_| conn.is_joined()).cloned();
-            tokio::select! {
-                _ = shutdown.cancelled(), if !closing && !conn.is_draining() => {
-                    conn.handle_shutdown(Now::read(), &*self.shared);
-                }
-                ready = self.socket.readable(), if !closing => match ready {
-                    Ok(()) => self.read(conn),
-                    Err(_) => conn.handle_peer_gone(Now::read(), &*self.shared),
-                },
-                ready = self.socket.writable(), if conn.wants_write() => {
-                    if ready.is_err() {
-                        conn.handle_peer_gone(Now::read(), &*self.shared);
-                    }
-                }
-                _ = wait_ready(outbound.as_deref().map(|m| &m.outbound)) => {
-                    if let Some(member) = &outbound {
-                        conn.handle_outbound(Now::read(), &member.outbound, &*self.shared);
-                    }
-                }
-                _ = &mut sleep, if timeout.is_some() => {
-                    conn.handle_timeout(Now::read(), &*self.shared);
-                }
+            let wanted = Wanted {
+                shutdown: !conn.is_closing() && !conn.is_draining(),
+                read: !conn.is_closing(),
+                write: conn.wants_write(),
+                outbound: self.member.is_some() && conn.is_joined(),
+                timer: timeout.is_some(),
+            };
+            let woke = self.wait(wanted, shutdown.as_mut(), sleep.as_mut()).await;
+            if woke.shutdown {
+                conn.handle_shutdown(Now::read(), &*self.shared);
+            }
+            match woke.readable {
+                Some(Ok(())) => self.read(conn),
+                Some(Err(_)) => conn.handle_peer_gone(Now::read(), &*self.shared),
+                None => {}
+            }
+            if let Some(Err(_)) = woke.writable {
+                conn.handle_peer_gone(Now::read(), &*self.shared);
+            }
+            if let Some(member) = self
+                .member
+                .clone()
+                .filter(|_| woke.outbound && conn.is_joined())
+            {
+                conn.handle_outbound(Now::read(), &member.outbound, &*self.shared);
+            }
+            if woke.timer {
+                conn.handle_timeout(Now::read(), &*self.shared);
             }
         }
+    }
+
+    /// Waits until at least one wanted source is ready and reports every one that is, so a
+    /// busy source (a client that keeps sending) cannot starve another (its deliveries).
+    ///
+    /// Written as one `poll_fn` over poll-based sources instead of a `select!` of futures:
+    /// a `select!` keeps every branch's future in the task while it waits (readable and
+    /// writable futures, a `Notify` waiter: ~400 B per connection, idle or not); this keeps
+    /// only the shutdown future and the timer, which live across iterations anyway.
+    fn wait<'a>(
+        &'a self,
+        wanted: Wanted,
+        mut shutdown: Pin<&'a mut WaitForCancellationFutureOwned>,
+        mut sleep: Pin<&'a mut Sleep>,
+    ) -> impl Future<Output = Woke> + 'a {
+        std::future::poll_fn(move |cx| {
+            let readable = match wanted.read {
+                true => match self.socket.poll_read_ready(cx) {
+                    Poll::Ready(ready) => Some(ready),
+                    Poll::Pending => None,
+                },
+                false => None,
+            };
+            let writable = match wanted.write {
+                true => match self.socket.poll_write_ready(cx) {
+                    Poll::Ready(ready) => Some(ready),
+                    Poll::Pending => None,
+                },
+                false => None,
+            };
+            let mut woke = Woke {
+                shutdown: wanted.shutdown && shutdown.as_mut().poll(cx).is_ready(),
+                readable,
+                writable,
+                ..Woke::default()
+            };
+            woke.outbound = wanted.outbound
+                && self
+                    .member
+                    .as_ref()
+                    .is_some_and(|member| member.outbound.poll_ready(cx).is_ready());
+            woke.timer = wanted.timer && sleep.as_mut().poll(cx).is_ready();
+            if woke.any() {
+                Poll::Ready(woke)
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Counts the close and logs it, once, when the connection has decided to close.
@@ -299,9 +363,32 @@ impl<S: Socket> Task<S> {
     }
 }
 
-async fn wait_ready(outbound: Option<&Outbound>) {
-    match outbound {
-        Some(outbound) => outbound.ready().await,
-        None => std::future::pending().await,
+/// What the connection task waits for in one round.
+#[derive(Clone, Copy)]
+struct Wanted {
+    shutdown: bool,
+    read: bool,
+    write: bool,
+    outbound: bool,
+    timer: bool,
+}
+
+/// What was ready when the connection task woke.
+#[derive(Default)]
+struct Woke {
+    shutdown: bool,
+    readable: Option<std::io::Result<()>>,
+    writable: Option<std::io::Result<()>>,
+    outbound: bool,
+    timer: bool,
+}
+
+impl Woke {
+    fn any(&self) -> bool {
+        self.shutdown
+            || self.readable.is_some()
+            || self.writable.is_some()
+            || self.outbound
+            || self.timer
     }
 }

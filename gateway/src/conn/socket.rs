@@ -2,18 +2,20 @@
 //! (wait, then try without blocking) so an idle connection holds no buffer: a new byte stream
 //! (TLS, a QUIC stream) is a new implementation in a file of its own, not a branch in the loop.
 
-use std::future::Future;
 use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 /// A client byte stream the connection task can wait on and use without blocking.
 pub trait Socket: Send + Sync + 'static {
-    /// Resolves when a read may make progress (or the stream failed).
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    /// Resolves when a write may make progress (or the stream failed).
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ready when a read may make progress (or the stream failed); otherwise registers `cx`'s
+    /// waker. Poll-based rather than `async fn readable()` so a waiting connection stores no
+    /// future per readiness (an idle connection's memory is the task's state).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Ready when a write may make progress (or the stream failed), as `poll_read_ready`.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Reads what is there into `buf`; `Ok(0)` is end of stream, `WouldBlock` means wait.
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     /// Writes what the stream takes now; `WouldBlock` means wait.
@@ -21,12 +23,12 @@ pub trait Socket: Send + Sync + 'static {
 }
 
 impl Socket for TcpStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        TcpStream::readable(self)
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
     }
 
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        TcpStream::writable(self)
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
     }
 
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {

@@ -26,6 +26,7 @@ mod transmit;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -196,7 +197,8 @@ struct Joined {
 pub struct Connection {
     id: u64,
     transport: Transport,
-    limits: Limits,
+    /// Shared by every connection: one pointer here instead of ~150 B copied into each.
+    limits: Arc<Limits>,
     /// The client's address: the socket's peer, or what a trusted proxy says it is.
     client_ip: IpAddr,
     /// Past `max_connections`: answered with a close (1013 on WebSocket) and nothing else.
@@ -221,14 +223,13 @@ impl Connection {
         id: u64,
         transport: Transport,
         peer: IpAddr,
-        limits: Limits,
+        limits: Arc<Limits>,
         admitted: bool,
         now: Instant,
     ) -> Connection {
         let mut conn = Connection {
             id,
             transport,
-            limits,
             client_ip: peer,
             admitted,
             phase: match transport {
@@ -238,6 +239,7 @@ impl Connection {
             },
             session: Session::new(limits.session, now),
             inbound: Inbound::new(transport, limits.max_packet_len, limits.max_ws_message_len),
+            limits,
             joined: None,
             transmit: Transmit::default(),
             timers: TimerTable::default(),

@@ -115,7 +115,7 @@ impl Harness {
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
         Harness {
             ctx: TestContext::new(),
-            conn: Connection::new(id, transport, peer, limits, admitted, t0),
+            conn: Connection::new(id, transport, peer, Arc::new(limits), admitted, t0),
             t0,
         }
     }
@@ -655,7 +655,7 @@ fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
         1,
         Transport::WebSocket,
         "10.0.0.1".parse().unwrap(),
-        limits(),
+        Arc::new(limits()),
         true,
         t0,
     );
@@ -671,7 +671,7 @@ fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
         2,
         Transport::WebSocket,
         "192.0.2.7".parse().unwrap(),
-        limits(),
+        Arc::new(limits()),
         true,
         t0,
     );
@@ -740,7 +740,7 @@ fn a_proxy_protocol_header_names_the_client_when_a_trusted_proxy_sends_it() {
             1,
             Transport::Tcp,
             peer.parse().unwrap(),
-            with_proxy,
+            Arc::new(with_proxy),
             true,
             t0,
         )

@@ -218,6 +218,8 @@ impl Link {
         };
         match EdgeBatch::decode(payload) {
             Ok(batch) => {
+                self.stats
+                    .edge_transit(self.priority.token(), batch.sent_unix_micros);
                 let taken = group.deliver(batch, self.limits, &self.stats);
                 if !taken {
                     self.stats
