@@ -36,7 +36,7 @@ pub mod error;
 pub mod groups;
 pub mod nats;
 mod nats_presence;
-mod offline;
+pub mod offline;
 pub mod online;
 pub mod outbound;
 pub mod presence;
@@ -183,7 +183,12 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         },
         stats: stats.clone(),
         shutdown: stopped.clone(),
-        offline: Some(async_nats::jetstream::new(client.clone())),
+        offline: Some(offline::OfflineReader::start(
+            async_nats::jetstream::new(client.clone()),
+            conn::MAX_OFFLINE,
+            config.brotli_quality,
+            stats.clone(),
+        )),
         brotli_quality: config.brotli_quality,
         events,
         online,

@@ -177,6 +177,13 @@ impl Stats {
             .record((now - sent_unix_micros).max(0) as f64 / 1e6);
     }
 
+    /// How long queueing one batch for every member of its group took (the gateway's own hop,
+    /// before each connection's socket write).
+    pub(crate) fn fanout(&self, priority: &'static str, took: std::time::Duration) {
+        histogram!("danmu_gateway_fanout_seconds", "priority" => priority)
+            .record(took.as_secs_f64());
+    }
+
     /// Adds a connection's reach counts since `before`.
     pub(crate) fn reach(&self, before: &ReachCounts, now: &ReachCounts) {
         for (counter, outcome, delta) in [

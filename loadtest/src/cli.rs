@@ -214,6 +214,10 @@ struct IdleArgs {
     /// Default: `danmu-gateway` next to this binary (a wrapper script works, e.g. valgrind).
     #[arg(long)]
     gateway_bin: Option<PathBuf>,
+    /// After the idle sample, batches published to every room (10 messages each) before
+    /// sampling again: memory per connection "after a burst". 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    burst_batches: usize,
     /// Print the sizes of the gateway's per-connection types and exit.
     #[arg(long)]
     print_sizes: bool,
@@ -346,6 +350,7 @@ async fn idle_command(args: IdleArgs) -> anyhow::Result<()> {
             .gateway_bin
             .clone()
             .unwrap_or_else(|| FabricOptions::default_bins().0),
+        burst_batches: args.burst_batches,
         verbose: !args.json,
     };
     let report = crate::idle::run(&options).await?;

@@ -46,8 +46,8 @@ pub struct Shared {
     pub origin: Origin,
     pub stats: Arc<Stats>,
     pub shutdown: CancellationToken,
-    /// Where offline pushes wait; none disables their delivery on connect.
-    pub offline: Option<async_nats::jetstream::Context>,
+    /// Reads offline pushes on connect; none disables their delivery.
+    pub offline: Option<crate::offline::OfflineReader>,
     pub brotli_quality: u32,
     /// Where enter/exit events go; none in tests that do not look at them.
     pub events: Option<EventSink>,
@@ -99,7 +99,7 @@ impl Context for Shared {
 }
 
 /// Most offline pushes handed to one connect (the stream keeps at most this many per user too).
-const MAX_OFFLINE: usize = 1000;
+pub const MAX_OFFLINE: usize = 1000;
 
 /// Serves one accepted socket until it closes. `admitted: false` means the gateway is at its
 /// connection cap: the client gets a close (1013 on WebSocket) and nothing else. An admitted
@@ -347,15 +347,8 @@ impl<S: Socket> Task<S> {
                     }
                 }
                 Event::FetchOffline { uid } => {
-                    if let (Some(js), Some(member)) = (&self.shared.offline, &self.member) {
-                        crate::offline::deliver_on_connect(
-                            js.clone(),
-                            uid,
-                            member.clone(),
-                            MAX_OFFLINE,
-                            self.shared.brotli_quality,
-                            self.shared.stats.clone(),
-                        );
+                    if let (Some(offline), Some(member)) = (&self.shared.offline, &self.member) {
+                        offline.deliver_on_connect(uid, member.clone());
                     }
                 }
             }

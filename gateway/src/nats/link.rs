@@ -220,7 +220,9 @@ impl Link {
             Ok(batch) => {
                 self.stats
                     .edge_transit(self.priority.token(), batch.sent_unix_micros);
+                let started = std::time::Instant::now();
                 let taken = group.deliver(batch, self.limits, &self.stats);
+                self.stats.fanout(self.priority.token(), started.elapsed());
                 if !taken {
                     self.stats
                         .batch_dropped("not_queued", self.priority.token());
