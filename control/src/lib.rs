@@ -218,6 +218,7 @@ pub async fn run(
         warn!("api_keys is empty: anyone can get a token from POST /v1/tokens (local demo only)");
     }
     metrics::describe();
+    metrics::routing_rules(&config.rules);
 
     let servers = config.nats_servers()?;
     let client = async_nats::ConnectOptions::new()

@@ -94,6 +94,7 @@ pub async fn start(config: Config) -> Result<Distributor, StartError> {
     let mut tasks = JoinSet::new();
     for (priority, worker_config) in [(Priority::High, &config.high), (Priority::Low, &config.low)]
     {
+        stats.window(priority, worker_config.window());
         // Each priority has its own NATS connection, so a low-priority flood queued on one
         // socket never delays a high-priority batch.
         let client = async_nats::ConnectOptions::new()

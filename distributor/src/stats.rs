@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use danmu_proto::subjects::Priority;
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 
 use crate::encode::EncodeStats;
 
@@ -30,6 +30,16 @@ pub struct Stats {
 impl Stats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Exports a priority's aggregation window bounds as configured
+    /// (`danmu_distributor_window_seconds`, `danmu_distributor_window_max_messages`): the
+    /// longest a hot room's message waits, and the batch size that closes a window early.
+    pub(crate) fn window(&self, priority: Priority, window: crate::window::WindowConfig) {
+        gauge!("danmu_distributor_window_seconds", "priority" => priority.token())
+            .set(window.window.as_secs_f64());
+        gauge!("danmu_distributor_window_max_messages", "priority" => priority.token())
+            .set(window.max_messages as f64);
     }
 
     pub(crate) fn message_in(&self, priority: Priority, redelivered: bool) {

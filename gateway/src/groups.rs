@@ -16,7 +16,7 @@ use danmu_proto::subjects::Scope;
 
 use crate::edge::{self, Dedup, Fresh, Variants};
 use crate::outbound::{Outbound, Push};
-use crate::stats::Stats;
+use crate::stats::{Delivery, Stats, scope_label};
 use crate::transport::Transport;
 
 /// A joined connection as the fan-out sees it.
@@ -134,7 +134,16 @@ impl Group {
                 .as_micros() as i64;
             (now - batch.oldest_publish_unix_micros).max(0) as f64 / 1e6
         });
-        stats.delivered(frames, frames * u64::from(messages), bytes, delay);
+        stats.delivered(
+            Delivery {
+                frames,
+                messages: frames * u64::from(messages),
+                bytes,
+                priority: if high { "high" } else { "low" },
+                scope: scope_label(&self.scope),
+            },
+            delay,
+        );
         frames > 0
     }
 }

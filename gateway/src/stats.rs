@@ -145,21 +145,35 @@ impl Stats {
         counter!("danmu_gateway_variant_encodes_total", "variant" => variant).increment(1);
     }
 
-    pub(crate) fn delivered(
-        &self,
-        frames: u64,
-        messages: u64,
-        bytes: u64,
-        publish_delay_secs: Option<f64>,
-    ) {
+    /// One batch queued to `frames` members: `priority` is `high` or `low`, `scope` the
+    /// scope kind ([`scope_label`]). The publish-to-queue delay is recorded once per batch
+    /// (the oldest message's), not once per member.
+    pub(crate) fn delivered(&self, delivery: Delivery, publish_delay_secs: Option<f64>) {
+        let Delivery {
+            frames,
+            messages,
+            bytes,
+            priority,
+            scope,
+        } = delivery;
         self.deliveries.fetch_add(frames, Ordering::Relaxed);
         self.messages_delivered
             .fetch_add(messages, Ordering::Relaxed);
-        counter!("danmu_gateway_deliveries_total").increment(frames);
-        counter!("danmu_gateway_messages_delivered_total").increment(messages);
-        counter!("danmu_gateway_delivered_bytes_total").increment(bytes);
+        counter!("danmu_gateway_deliveries_total", "priority" => priority).increment(frames);
+        counter!("danmu_gateway_messages_delivered_total", "priority" => priority)
+            .increment(messages);
+        counter!("danmu_gateway_delivered_bytes_total", "priority" => priority).increment(bytes);
         if let Some(delay) = publish_delay_secs {
-            histogram!("danmu_gateway_publish_delay_seconds").record(delay);
+            histogram!("danmu_gateway_publish_delay_seconds", "priority" => priority, "scope" => scope)
+                .record(delay);
+        }
+    }
+
+    /// Exports the configured connection cap (`danmu_gateway_max_connections`), so that
+    /// dashboards and the near-cap alert divide by it; nothing is exported without a cap.
+    pub(crate) fn connection_cap(&self, max_connections: Option<usize>) {
+        if let Some(max) = max_connections {
+            gauge!("danmu_gateway_max_connections").set(max as f64);
         }
     }
 
@@ -259,6 +273,34 @@ impl UpstreamStats {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.results[i].load(Ordering::Relaxed))
+    }
+}
+
+/// One batch's fan-out, as [`Stats::delivered`] counts it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Delivery {
+    /// Frames queued (one per member that took the batch).
+    pub frames: u64,
+    /// Messages queued (batch size x frames).
+    pub messages: u64,
+    /// Bytes queued, summed over members.
+    pub bytes: u64,
+    /// `high` or `low`.
+    pub priority: &'static str,
+    /// The scope kind, from [`scope_label`].
+    pub scope: &'static str,
+}
+
+/// The `scope` label of a scope: `room`, `user`, `device`, `region` or `all` (bounded: never
+/// the room or user id).
+pub(crate) fn scope_label(scope: &danmu_proto::subjects::Scope) -> &'static str {
+    use danmu_proto::subjects::Scope;
+    match scope {
+        Scope::Room(_) => "room",
+        Scope::User(_) => "user",
+        Scope::Device(_) => "device",
+        Scope::Region(_) => "region",
+        Scope::All => "all",
     }
 }
 
