@@ -218,7 +218,6 @@ pub async fn run(
         warn!("api_keys is empty: anyone can get a token from POST /v1/tokens (local demo only)");
     }
     metrics::describe();
-    metrics::routing_rules(&config.rules);
 
     let servers = config.nats_servers()?;
     let client = async_nats::ConnectOptions::new()
@@ -260,6 +259,15 @@ pub async fn run(
         known_regions,
         GAUGE_PERIOD,
     ));
+    // Re-set with the other gauges, or the exporter's idle timeout would drop them.
+    let rules = config.rules.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(GAUGE_PERIOD);
+        loop {
+            tick.tick().await;
+            metrics::routing_rules(&rules);
+        }
+    });
     let state = AppState::new(&config, keys, nodes);
 
     let addr = listener.local_addr().map_err(Error::Serve)?;

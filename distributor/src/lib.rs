@@ -89,6 +89,7 @@ pub struct Distributor {
 /// [`Distributor::shutdown`], which flushes open batches first.
 pub async fn start(config: Config) -> Result<Distributor, StartError> {
     config.validate()?;
+    stats::describe();
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use danmu_proto::internal::{self, EdgeBatch};
-use danmu_proto::subjects::Scope;
+use danmu_proto::subjects::{Priority, Scope};
 
 use crate::edge::{self, Dedup, Fresh, Variants};
 use crate::outbound::{Outbound, Push};
@@ -139,7 +139,11 @@ impl Group {
                 frames,
                 messages: frames * u64::from(messages),
                 bytes,
-                priority: if high { "high" } else { "low" },
+                priority: if high {
+                    Priority::High.token()
+                } else {
+                    Priority::Low.token()
+                },
                 scope: scope_label(&self.scope),
             },
             delay,

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -61,6 +63,99 @@ pub struct Stats {
     pub presence_events_dropped: AtomicU64,
     /// Upstream danmu by result (`danmu_gateway_upstream_total{result}`).
     pub upstream: UpstreamStats,
+}
+
+/// Registers every gateway metric's help text with the installed recorder (`promtool check
+/// metrics` wants one per metric). Call after installing the exporter; a no-op without one.
+pub fn describe() {
+    describe_gauge!(
+        "danmu_gateway_connections",
+        "Open client connections, by transport."
+    );
+    describe_gauge!(
+        "danmu_gateway_max_connections",
+        "The configured max_connections (absent without a cap)."
+    );
+    describe_gauge!(
+        "danmu_gateway_rooms",
+        "Rooms with at least one member on this gateway."
+    );
+    describe_counter!(
+        "danmu_gateway_connections_accepted_total",
+        "Connections accepted, by transport."
+    );
+    describe_counter!(
+        "danmu_gateway_connections_closed_total",
+        "Connections closed, by transport and reason."
+    );
+    describe_counter!(
+        "danmu_gateway_connections_refused_total",
+        "Connections refused at accept, by transport and reason."
+    );
+    describe_counter!(
+        "danmu_gateway_offline_reads_total",
+        "Reads of a user's offline pushes on connect, by outcome."
+    );
+    describe_counter!("danmu_gateway_auth_total", "AUTH attempts, by result.");
+    describe_counter!(
+        "danmu_gateway_batches_received_total",
+        "Edge batches received from NATS, by outcome (ok, duplicate, trimmed, corrupt)."
+    );
+    describe_counter!(
+        "danmu_gateway_variant_encodes_total",
+        "Derived encodings built from a batch, by variant (once per batch per gateway)."
+    );
+    describe_counter!(
+        "danmu_gateway_deliveries_total",
+        "Frames queued to members (one per member per batch), by priority."
+    );
+    describe_counter!(
+        "danmu_gateway_messages_delivered_total",
+        "Messages queued to members (batch size x members), by priority."
+    );
+    describe_counter!(
+        "danmu_gateway_delivered_bytes_total",
+        Unit::Bytes,
+        "Bytes queued to members, by priority."
+    );
+    describe_histogram!(
+        "danmu_gateway_publish_delay_seconds",
+        Unit::Seconds,
+        "Delay from a batch's oldest publish to queueing at the gateway, by priority and scope kind."
+    );
+    describe_counter!(
+        "danmu_gateway_reach_total",
+        "High-reach delivery ids, by outcome (delivered, acked, retried, expired)."
+    );
+    describe_counter!(
+        "danmu_gateway_batches_dropped_total",
+        "Edge batches no member queued, by reason and priority."
+    );
+    describe_counter!(
+        "danmu_gateway_nats_errors_total",
+        "-ERR replies from NATS on the edge links, by kind."
+    );
+    describe_counter!(
+        "danmu_gateway_shed_messages_total",
+        "Low-priority messages not delivered to a member, by reason."
+    );
+    describe_counter!(
+        "danmu_gateway_nats_link_down_total",
+        "Edge links to NATS lost, by priority."
+    );
+    describe_counter!(
+        "danmu_gateway_presence_events_total",
+        "Enter and exit events handed to the publisher, by event."
+    );
+    describe_counter!(
+        "danmu_gateway_presence_events_dropped_total",
+        "Enter and exit events dropped because the publisher fell behind."
+    );
+    describe_counter!("danmu_gateway_upstream_total", "Upstream danmu, by result.");
+    describe_counter!(
+        "danmu_gateway_upstream_publish_errors_total",
+        "Upstream danmu accepted but not published to NATS."
+    );
 }
 
 pub fn get(counter: &AtomicU64) -> u64 {
@@ -145,7 +240,7 @@ impl Stats {
         counter!("danmu_gateway_variant_encodes_total", "variant" => variant).increment(1);
     }
 
-    /// One batch queued to `frames` members: `priority` is `high` or `low`, `scope` the
+    /// One batch queued to `frames` members: `priority` is `hi` or `lo` (the subject tokens), `scope` the
     /// scope kind ([`scope_label`]). The publish-to-queue delay is recorded once per batch
     /// (the oldest message's), not once per member.
     pub(crate) fn delivered(&self, delivery: Delivery, publish_delay_secs: Option<f64>) {
@@ -285,7 +380,7 @@ pub(crate) struct Delivery {
     pub messages: u64,
     /// Bytes queued, summed over members.
     pub bytes: u64,
-    /// `high` or `low`.
+    /// `hi` or `lo`, as every `priority` label (the subject tokens).
     pub priority: &'static str,
     /// The scope kind, from [`scope_label`].
     pub scope: &'static str,
