@@ -138,6 +138,7 @@ impl Group {
             Delivery {
                 frames,
                 messages: frames * u64::from(messages),
+                batch_messages: messages,
                 bytes,
                 priority: if high {
                     Priority::High.token()

@@ -95,7 +95,7 @@ OVERVIEW = [
         panel("Publish-to-client latency p50/p99 by priority", "s", [
             q(quantile(0.5, LATENCY, "region, priority"), "p50 {{region}} {{priority}}"),
             q(quantile(0.99, LATENCY, "region, priority"), "p99 {{region}} {{priority}}"),
-        ], "From the oldest message's publish time to queueing on the gateway, per batch."),
+        ], "From publish to queueing on the gateway, per message (each at its batch's oldest message's delay)."),
         panel("Shed messages/s", "ops",
               [q(rate("danmu_gateway_shed_messages_total", "region, reason"),
                  "{{region}} {{reason}}")]),

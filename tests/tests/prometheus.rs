@@ -294,6 +294,31 @@ fn reader(mut client: Client, ack: bool) -> tokio::task::JoinHandle<anyhow::Resu
     })
 }
 
+/// Sends an upstream danmu every second (whatever the verdict, it is counted by result) and
+/// reads whatever arrives in between.
+fn talker_task(mut client: Client) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        for seq in 1u32.. {
+            let body = Bytes::from_static(br#"{"msg":"hello"}"#);
+            client.send(&Frame::new(1, op::UPSTREAM, seq, body)).await?;
+            let until = tokio::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                match client.next(left).await {
+                    Ok(Event::Frame(frame)) if frame.op == op::MESSAGE => {
+                        client.unpack(&frame)?;
+                    }
+                    Ok(Event::Frame(_)) => {}
+                    Ok(Event::Closed(why)) => anyhow::bail!("closed: {why:?}"),
+                    // Nothing more within the second.
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 async fn join_with(
     keys: &Keys,
     addr: SocketAddr,
@@ -470,16 +495,18 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
         serde_json::json!({"ack": true}),
     )
     .await?;
-    // Upstream danmu (whatever the verdict, it is counted by result).
-    brotli
-        .send(&Frame::new(
-            1,
-            op::UPSTREAM,
-            1,
-            Bytes::from_static(br#"{"msg":"hello"}"#),
-        ))
-        .await?;
+    let talker = join_with(
+        &keys,
+        ws,
+        Transport::WebSocket,
+        9,
+        ROOM,
+        3,
+        serde_json::json!({}),
+    )
+    .await?;
     let readers = [
+        talker_task(talker),
         reader(brotli, false),
         reader(raw, false),
         reader(zlib, false),
@@ -553,8 +580,28 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
         anyhow::ensure!(slow.auth(8, FLOOD_ROOM, 0, &token).await? == 0);
         slow
     };
+    // Two waves, the second once Prometheus holds the shed counter, so that its rate (what
+    // the panels show) is above zero, not only its first sample.
     for n in 0..400 {
         room::publish(&business, FLOOD_ROOM, room::bulky(n)).await?;
+    }
+    eventually("Prometheus has scraped some shedding", WAIT, async || {
+        prometheus
+            .query("danmu_gateway_shed_messages_total")
+            .await
+            .map(|r| (!r.is_empty()).then_some(()))
+    })
+    .await?;
+    for n in 400..800 {
+        room::publish(&business, FLOOD_ROOM, room::bulky(n)).await?;
+    }
+
+    // For previews (`scripts/dashboard-previews`), a minute of steady traffic first, so the
+    // charts show more than the few seconds the checks need. Not an assertion: nothing waits
+    // on it.
+    let previews = std::env::var_os("DANMU_DASHBOARD_PREVIEWS");
+    if previews.is_some() {
+        tokio::time::sleep(Duration::from_secs(60)).await;
     }
 
     // Every endpoint passes promtool's metric checks, with traffic.
@@ -606,6 +653,17 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+
+    let p99 = prometheus
+        .query(
+            "histogram_quantile(0.99, sum by (priority, le) \
+             (rate(danmu_gateway_publish_delay_seconds_bucket[1m])))",
+        )
+        .await?;
+    eprintln!(
+        "healthy p99 publish delay: {}",
+        serde_json::to_string(&p99)?
+    );
 
     // Near the connection cap: fill the gateway up to its last two places.
     let mut filler = Vec::new();
@@ -679,7 +737,7 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
 
     // Previews of the dashboards from this run's data, when asked for
     // (`scripts/dashboard-previews`), before the gateway's series end.
-    if let Some(out) = std::env::var_os("DANMU_DASHBOARD_PREVIEWS") {
+    if let Some(out) = previews {
         let status = Command::new("python3")
             .arg(repo_root().join("ops/dashboards/preview.py"))
             .arg(format!("--prometheus=http://{}", prometheus.addr))
