@@ -219,8 +219,10 @@ CONTROL = [
                  "{{instance}} {{version}}")], "Rule count, labelled with the rules' version hash."),
     ]),
     ("Tokens and HTTP", [
-        panel("Tokens issued/s", "ops",
-              [q(f"sum(rate(danmu_control_tokens_issued_total{{{SEL}}}[{RI}]))", "issued")]),
+        panel("Tokens issued and refused/s", "ops", [
+            q(f"sum(rate(danmu_control_tokens_issued_total{{{SEL}}}[{RI}]))", "issued"),
+            q(rate("danmu_control_token_requests_rejected_total", "reason"), "refused: {{reason}}"),
+        ]),
         panel("HTTP p99 by route", "s",
               [q(quantile(0.99, "danmu_control_http_request_duration_seconds", "route"),
                  "{{route}}")]),

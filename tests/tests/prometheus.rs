@@ -377,10 +377,9 @@ async fn promtool_check(name: &str, addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `POST /v1/tokens` on control; the status.
-async fn post_token(addr: SocketAddr, uid: u64) -> anyhow::Result<u16> {
+/// `POST /v1/tokens` on control with `body`; the status.
+async fn post_token(addr: SocketAddr, body: &str) -> anyhow::Result<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = format!("{{\"uid\":{uid}}}");
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!(
         "POST /v1/tokens HTTP/1.1\r\nHost: control\r\nContent-Type: application/json\r\n\
@@ -527,8 +526,13 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
     );
     let mut bad = Client::connect(Transport::WebSocket, ws).await?;
     let _ = bad.auth(5, ROOM, 3, "not-a-token").await;
-    // Control: a token and node lists.
-    anyhow::ensure!(post_token(control_addr, 6).await? == 200, "POST /v1/tokens");
+    // Control: a token, a refused token request, node lists (below).
+    anyhow::ensure!(
+        post_token(control_addr, r#"{"uid":6}"#).await? == 200,
+        "POST /v1/tokens"
+    );
+    let refused = post_token(control_addr, "not json").await?;
+    anyhow::ensure!(refused == 400, "POST /v1/tokens with a bad body: {refused}");
     let standby = service(
         dir.path(),
         "distributor-2",
