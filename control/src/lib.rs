@@ -259,6 +259,15 @@ pub async fn run(
         known_regions,
         GAUGE_PERIOD,
     ));
+    // Re-set with the other gauges, or the exporter's idle timeout would drop them.
+    let rules = config.rules.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(GAUGE_PERIOD);
+        loop {
+            tick.tick().await;
+            metrics::routing_rules(&rules);
+        }
+    });
     let state = AppState::new(&config, keys, nodes);
 
     let addr = listener.local_addr().map_err(Error::Serve)?;

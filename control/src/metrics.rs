@@ -6,13 +6,15 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, histogram};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 pub const TOKENS_ISSUED: &str = "danmu_control_tokens_issued_total";
 /// Label `reason`: `missing_key`, `bad_key`, `bad_request`, `internal`.
 pub const TOKEN_REQUESTS_REJECTED: &str = "danmu_control_token_requests_rejected_total";
-/// Label `region`: the client's resolved region, or `other` when nothing configured or
-/// reported names it (client hints must not mint label values).
+/// Labels `region`: the client's resolved region, or `other` when nothing configured or
+/// reported names it (client hints must not mint label values); `outcome`: `nodes` (a list
+/// of at least one gateway), `no_nodes` (an empty list: no healthy gateway anywhere the
+/// client may go) or `polling` (a routing rule sent the client to HTTP polling).
 pub const NODE_LIST_REQUESTS: &str = "danmu_control_node_list_requests_total";
 /// Label `region`: healthy gateways per region.
 pub const NODES: &str = "danmu_control_nodes";
@@ -34,6 +36,29 @@ pub const PRESENCE_LIVE_CONNECTIONS: &str = "danmu_control_presence_live_connect
 /// Exits emitted for connections of gateways that died.
 pub const PRESENCE_EXITS_EMITTED: &str = "danmu_control_presence_lost_exits_total";
 
+/// Routing rules in force (from the configuration, fixed for the process's life).
+pub const ROUTING_RULES: &str = "danmu_control_routing_rules";
+/// Always 1; label `version`: the first 16 hex digits of an FNV-1a hash of the rules in
+/// force, so a rollout shows which instances answer with which rules.
+pub const ROUTING_RULES_INFO: &str = "danmu_control_routing_rules_info";
+
+/// Exports the routing rules in force: their count and a version hash ([`ROUTING_RULES_INFO`]).
+pub fn routing_rules(rules: &[crate::routing::Rule]) {
+    gauge!(ROUTING_RULES).set(rules.len() as f64);
+    gauge!(ROUTING_RULES_INFO, "version" => rules_version(rules)).set(1.0);
+}
+
+/// FNV-1a (64 bit) of the rules' debug rendering: stable for the same rules and build.
+fn rules_version(rules: &[crate::routing::Rule]) -> String {
+    let rendered = format!("{rules:?}");
+    let hash = rendered
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
 /// Registers help texts with whatever recorder is installed.
 pub fn describe() {
     describe_counter!(TOKENS_ISSUED, "Tokens issued.");
@@ -41,7 +66,15 @@ pub fn describe() {
         TOKEN_REQUESTS_REJECTED,
         "Token requests refused, by reason."
     );
-    describe_counter!(NODE_LIST_REQUESTS, "Node list requests, by client region.");
+    describe_counter!(
+        NODE_LIST_REQUESTS,
+        "Node list answers, by client region and outcome."
+    );
+    describe_gauge!(ROUTING_RULES, "Routing rules in force.");
+    describe_gauge!(
+        ROUTING_RULES_INFO,
+        "Always 1; the version label hashes the routing rules in force."
+    );
     describe_gauge!(NODES, "Healthy (fresh, not draining) gateways, by region.");
     describe_gauge!(
         ONLINE_CONNECTIONS,

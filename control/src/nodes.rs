@@ -90,7 +90,12 @@ pub async fn list(
     } else {
         "other".to_owned()
     };
-    counter!(NODE_LIST_REQUESTS, "region" => label).increment(1);
+    let outcome = match selection.policy.mode {
+        routing::Mode::Polling => "polling",
+        routing::Mode::LongConnection if selection.nodes.is_empty() => "no_nodes",
+        routing::Mode::LongConnection => "nodes",
+    };
+    counter!(NODE_LIST_REQUESTS, "region" => label, "outcome" => outcome).increment(1);
     tracing::debug!(
         region = %client.region, ?source, ?ip, nodes = selection.nodes.len(),
         "node list"

@@ -89,11 +89,13 @@ pub struct Distributor {
 /// [`Distributor::shutdown`], which flushes open batches first.
 pub async fn start(config: Config) -> Result<Distributor, StartError> {
     config.validate()?;
+    stats::describe();
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for (priority, worker_config) in [(Priority::High, &config.high), (Priority::Low, &config.low)]
     {
+        stats.window(priority, worker_config.window());
         // Each priority has its own NATS connection, so a low-priority flood queued on one
         // socket never delays a high-priority batch.
         let client = async_nats::ConnectOptions::new()

@@ -5,9 +5,81 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use danmu_proto::subjects::Priority;
-use metrics::{counter, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 use crate::encode::EncodeStats;
+
+/// Registers every distributor metric's help text with the installed recorder (`promtool
+/// check metrics` wants one per metric). A no-op without a recorder.
+pub fn describe() {
+    describe_counter!(
+        "danmu_distributor_messages_in_total",
+        "Messages taken from the push streams, by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_redeliveries_total",
+        "Messages JetStream handed out again, by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_messages_rejected_total",
+        "Messages terminated as invalid, by priority and reason."
+    );
+    describe_histogram!(
+        "danmu_distributor_compress_seconds",
+        Unit::Seconds,
+        "Time to compress one batch, by priority."
+    );
+    describe_histogram!(
+        "danmu_distributor_batch_messages",
+        Unit::Count,
+        "Messages per published batch, by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_batch_raw_bytes_total",
+        Unit::Bytes,
+        "Batch bytes before compression, by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_batch_compressed_bytes_total",
+        Unit::Bytes,
+        "Batch bytes after compression, by priority."
+    );
+    describe_histogram!(
+        "danmu_distributor_compression_ratio",
+        "Compressed over raw size per batch, by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_batches_out_total",
+        "Batches published on edge subjects, by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_offline_stored_total",
+        "User pushes stored for offline users."
+    );
+    describe_counter!(
+        "danmu_distributor_ack_errors_total",
+        "Acks to JetStream that could not be sent, by priority."
+    );
+    describe_gauge!(
+        "danmu_distributor_consumer_pending_messages",
+        "Messages in the push stream not yet delivered to a distributor (consumer lag), by priority."
+    );
+    describe_gauge!(
+        "danmu_distributor_consumer_ack_pending_messages",
+        "Messages delivered to a distributor and not yet acked, by priority."
+    );
+    describe_gauge!(
+        "danmu_distributor_window_seconds",
+        Unit::Seconds,
+        "The configured aggregation window, by priority."
+    );
+    describe_gauge!(
+        "danmu_distributor_window_max_messages",
+        "Messages that close a window early, by priority."
+    );
+}
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -33,6 +105,16 @@ pub struct Stats {
 impl Stats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Exports a priority's aggregation window bounds as configured
+    /// (`danmu_distributor_window_seconds`, `danmu_distributor_window_max_messages`): the
+    /// longest a hot room's message waits, and the batch size that closes a window early.
+    pub(crate) fn window(&self, priority: Priority, window: crate::window::WindowConfig) {
+        gauge!("danmu_distributor_window_seconds", "priority" => priority.token())
+            .set(window.window.as_secs_f64());
+        gauge!("danmu_distributor_window_max_messages", "priority" => priority.token())
+            .set(window.max_messages as f64);
     }
 
     pub(crate) fn message_in(&self, priority: Priority, redelivered: bool) {

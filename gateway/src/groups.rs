@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use danmu_proto::internal::{self, EdgeBatch};
-use danmu_proto::subjects::Scope;
+use danmu_proto::subjects::{Priority, Scope};
 
 use crate::edge::{self, Dedup, Fresh, Variants};
 use crate::outbound::{Outbound, Push};
-use crate::stats::Stats;
+use crate::stats::{Delivery, Stats, scope_label};
 use crate::transport::Transport;
 
 /// A joined connection as the fan-out sees it.
@@ -213,7 +213,21 @@ impl Group {
                 .as_micros() as i64;
             (now - batch.oldest_publish_unix_micros).max(0) as f64 / 1e6
         });
-        stats.delivered(frames, frames * u64::from(messages), bytes, delay);
+        stats.delivered(
+            Delivery {
+                frames,
+                messages: frames * u64::from(messages),
+                batch_messages: messages,
+                bytes,
+                priority: if high {
+                    Priority::High.token()
+                } else {
+                    Priority::Low.token()
+                },
+                scope: scope_label(&self.scope),
+            },
+            delay,
+        );
         frames > 0
     }
 }

@@ -113,6 +113,8 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         .context("reading the token public key")?;
     let node_id = config.node_id();
     let stats = Arc::new(Stats::default());
+    stats::describe();
+    stats.connection_cap(config.max_connections);
     // Edge batches come through our own subscriber (one link per priority, `nats`); these two
     // async-nats connections carry everything else: offline pushes, health and online
     // reports, presence events (the first), upstream danmu (the second, so a flood of them

@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -62,6 +64,99 @@ pub struct Stats {
     pub presence_events_dropped: AtomicU64,
     /// Upstream danmu by result (`danmu_gateway_upstream_total{result}`).
     pub upstream: UpstreamStats,
+}
+
+/// Registers every gateway metric's help text with the installed recorder (`promtool check
+/// metrics` wants one per metric). Call after installing the exporter; a no-op without one.
+pub fn describe() {
+    describe_gauge!(
+        "danmu_gateway_connections",
+        "Open client connections, by transport."
+    );
+    describe_gauge!(
+        "danmu_gateway_max_connections",
+        "The configured max_connections (absent without a cap)."
+    );
+    describe_gauge!(
+        "danmu_gateway_rooms",
+        "Rooms with at least one member on this gateway."
+    );
+    describe_counter!(
+        "danmu_gateway_connections_accepted_total",
+        "Connections accepted, by transport."
+    );
+    describe_counter!(
+        "danmu_gateway_connections_closed_total",
+        "Connections closed, by transport and reason."
+    );
+    describe_counter!(
+        "danmu_gateway_connections_refused_total",
+        "Connections refused at accept, by transport and reason."
+    );
+    describe_counter!(
+        "danmu_gateway_offline_reads_total",
+        "Reads of a user's offline pushes on connect, by outcome."
+    );
+    describe_counter!("danmu_gateway_auth_total", "AUTH attempts, by result.");
+    describe_counter!(
+        "danmu_gateway_batches_received_total",
+        "Edge batches received from NATS, by outcome (ok, duplicate, trimmed, corrupt)."
+    );
+    describe_counter!(
+        "danmu_gateway_variant_encodes_total",
+        "Derived encodings built from a batch, by variant (once per batch per gateway)."
+    );
+    describe_counter!(
+        "danmu_gateway_deliveries_total",
+        "Frames queued to members (one per member per batch), by priority."
+    );
+    describe_counter!(
+        "danmu_gateway_messages_delivered_total",
+        "Messages queued to members (batch size x members), by priority."
+    );
+    describe_counter!(
+        "danmu_gateway_delivered_bytes_total",
+        Unit::Bytes,
+        "Bytes queued to members, by priority."
+    );
+    describe_histogram!(
+        "danmu_gateway_publish_delay_seconds",
+        Unit::Seconds,
+        "Delay from publish to queueing at the gateway, once per message (at its batch's oldest message's delay), by priority and scope kind."
+    );
+    describe_counter!(
+        "danmu_gateway_reach_total",
+        "High-reach delivery ids, by outcome (delivered, acked, retried, expired)."
+    );
+    describe_counter!(
+        "danmu_gateway_batches_dropped_total",
+        "Edge batches no member queued, by reason and priority."
+    );
+    describe_counter!(
+        "danmu_gateway_nats_errors_total",
+        "-ERR replies from NATS on the edge links, by kind."
+    );
+    describe_counter!(
+        "danmu_gateway_shed_messages_total",
+        "Low-priority messages not delivered to a member, by reason."
+    );
+    describe_counter!(
+        "danmu_gateway_nats_link_down_total",
+        "Edge links to NATS lost, by priority."
+    );
+    describe_counter!(
+        "danmu_gateway_presence_events_total",
+        "Enter and exit events handed to the publisher, by event."
+    );
+    describe_counter!(
+        "danmu_gateway_presence_events_dropped_total",
+        "Enter and exit events dropped because the publisher fell behind."
+    );
+    describe_counter!("danmu_gateway_upstream_total", "Upstream danmu, by result.");
+    describe_counter!(
+        "danmu_gateway_upstream_publish_errors_total",
+        "Upstream danmu accepted but not published to NATS."
+    );
 }
 
 pub fn get(counter: &AtomicU64) -> u64 {
@@ -146,21 +241,38 @@ impl Stats {
         counter!("danmu_gateway_variant_encodes_total", "variant" => variant).increment(1);
     }
 
-    pub(crate) fn delivered(
-        &self,
-        frames: u64,
-        messages: u64,
-        bytes: u64,
-        publish_delay_secs: Option<f64>,
-    ) {
+    /// One batch queued to `frames` members: `priority` is `hi` or `lo` (the subject tokens),
+    /// `scope` the scope kind ([`scope_label`]). The publish-to-queue delay is the oldest
+    /// message's (an upper bound for the others), recorded once per message of the batch so
+    /// that quantiles are per message (a stall that delays 1,000 messages in one batch weighs
+    /// 1,000), and never once per member.
+    pub(crate) fn delivered(&self, delivery: Delivery, publish_delay_secs: Option<f64>) {
+        let Delivery {
+            frames,
+            messages,
+            batch_messages,
+            bytes,
+            priority,
+            scope,
+        } = delivery;
         self.deliveries.fetch_add(frames, Ordering::Relaxed);
         self.messages_delivered
             .fetch_add(messages, Ordering::Relaxed);
-        counter!("danmu_gateway_deliveries_total").increment(frames);
-        counter!("danmu_gateway_messages_delivered_total").increment(messages);
-        counter!("danmu_gateway_delivered_bytes_total").increment(bytes);
+        counter!("danmu_gateway_deliveries_total", "priority" => priority).increment(frames);
+        counter!("danmu_gateway_messages_delivered_total", "priority" => priority)
+            .increment(messages);
+        counter!("danmu_gateway_delivered_bytes_total", "priority" => priority).increment(bytes);
         if let Some(delay) = publish_delay_secs {
-            histogram!("danmu_gateway_publish_delay_seconds").record(delay);
+            histogram!("danmu_gateway_publish_delay_seconds", "priority" => priority, "scope" => scope)
+                .record_many(delay, batch_messages as usize);
+        }
+    }
+
+    /// Exports the configured connection cap (`danmu_gateway_max_connections`), so that
+    /// dashboards and the near-cap alert divide by it; nothing is exported without a cap.
+    pub(crate) fn connection_cap(&self, max_connections: Option<usize>) {
+        if let Some(max) = max_connections {
+            gauge!("danmu_gateway_max_connections").set(max as f64);
         }
     }
 
@@ -280,6 +392,36 @@ impl UpstreamStats {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.results[i].load(Ordering::Relaxed))
+    }
+}
+
+/// One batch's fan-out, as [`Stats::delivered`] counts it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Delivery {
+    /// Frames queued (one per member that took the batch).
+    pub frames: u64,
+    /// Messages queued (batch size x frames).
+    pub messages: u64,
+    /// Messages in the batch (its size, at least 1).
+    pub batch_messages: u32,
+    /// Bytes queued, summed over members.
+    pub bytes: u64,
+    /// `hi` or `lo`, as every `priority` label (the subject tokens).
+    pub priority: &'static str,
+    /// The scope kind, from [`scope_label`].
+    pub scope: &'static str,
+}
+
+/// The `scope` label of a scope: `room`, `user`, `device`, `region` or `all` (bounded: never
+/// the room or user id).
+pub(crate) fn scope_label(scope: &danmu_proto::subjects::Scope) -> &'static str {
+    use danmu_proto::subjects::Scope;
+    match scope {
+        Scope::Room(_) => "room",
+        Scope::User(_) => "user",
+        Scope::Device(_) => "device",
+        Scope::Region(_) => "region",
+        Scope::All => "all",
     }
 }
 
