@@ -27,6 +27,29 @@ pub fn describe() {
         "Messages terminated as invalid, by priority and reason."
     );
     describe_histogram!(
+        "danmu_distributor_stream_wait_seconds",
+        Unit::Seconds,
+        "Hop from JetStream storing a message to this distributor receiving it (first deliveries), by priority."
+    );
+    describe_histogram!(
+        "danmu_distributor_batch_delay_seconds",
+        Unit::Seconds,
+        "From JetStream storing a batch's oldest message to the batch's publish on its edge subject, by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_batches_uncompressed_total",
+        "Batches published as a plain version-0 packet (a lone short message), by priority."
+    );
+    describe_counter!(
+        "danmu_distributor_offline_store_errors_total",
+        "User pushes JetStream did not store in the offline stream (nak'ed, so redelivered)."
+    );
+    describe_gauge!(
+        "danmu_distributor_window_max_seconds",
+        Unit::Seconds,
+        "The widest aggregation window a hot target's rate can reach, by priority."
+    );
+    describe_histogram!(
         "danmu_distributor_compress_seconds",
         Unit::Seconds,
         "Time to compress one batch, by priority."
@@ -113,6 +136,8 @@ impl Stats {
     pub(crate) fn window(&self, priority: Priority, window: crate::window::WindowConfig) {
         gauge!("danmu_distributor_window_seconds", "priority" => priority.token())
             .set(window.window.as_secs_f64());
+        gauge!("danmu_distributor_window_max_seconds", "priority" => priority.token())
+            .set(window.max_window.max(window.window).as_secs_f64());
         gauge!("danmu_distributor_window_max_messages", "priority" => priority.token())
             .set(window.max_messages as f64);
     }

@@ -124,6 +124,16 @@ pub fn describe() {
         Unit::Seconds,
         "Delay from publish to queueing at the gateway, once per message (at its batch's oldest message's delay), by priority and scope kind."
     );
+    describe_histogram!(
+        "danmu_gateway_edge_transit_seconds",
+        Unit::Seconds,
+        "Hop from the distributor publishing a batch to this gateway receiving it, by priority (hosts' clocks)."
+    );
+    describe_histogram!(
+        "danmu_gateway_fanout_seconds",
+        Unit::Seconds,
+        "Time to queue one batch for every member of its group, by priority."
+    );
     describe_counter!(
         "danmu_gateway_reach_total",
         "High-reach delivery ids, by outcome (delivered, acked, retried, expired)."
