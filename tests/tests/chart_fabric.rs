@@ -7,7 +7,8 @@
 //!   control, a node list, a TCP client that receives a message published by the test's user,
 //!   which may publish on its one room only;
 //! - a business publisher's JetStream publish is stored (acked);
-//! - the gateway's user cannot publish into a push stream, nor on a high-priority subject;
+//! - the gateway's user cannot publish into a push stream, directly or through the business
+//!   subjects (the chart's default leaves the demo echo off);
 //! - the business user cannot subscribe to edge subjects.
 
 use std::process::Command;
@@ -128,17 +129,23 @@ async fn fabric_runs_under_the_charts_users_and_permissions() -> anyhow::Result<
         "{refused}"
     );
 
-    // The gateway's user may not write into a push stream, directly or at high priority.
+    // The gateway's user may not write into a push stream: not directly, not through the
+    // business subject (nats-server checks the subject after the mapping, so that publish is
+    // refused as its ingest subject).
     let (as_gateway, mut gateway_errors) = connect_as(&url, &users.gateway).await?;
-    for subject in ["danmu.in.A.lo.room.7", "danmu.push.hi.room.7"] {
+    for (subject, checked_as) in [
+        ("danmu.in.A.lo.room.7", "danmu.in.A.lo.room.7"),
+        ("danmu.push.hi.room.7", "danmu.in.A.hi.room.7"),
+        ("danmu.push.lo.room.7", "danmu.in.A.lo.room.7"),
+    ] {
         as_gateway.publish(subject, "forged".into()).await?;
         as_gateway.flush().await?;
         let refused = refusal(&mut gateway_errors).await?;
         assert!(
             refused.contains(&format!(
-                "Permissions Violation for Publish to \"{subject}\""
+                "Permissions Violation for Publish to \"{checked_as}\""
             )),
-            "{refused}"
+            "{subject}: {refused}"
         );
     }
     // Nor delete one.
