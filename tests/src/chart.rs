@@ -106,13 +106,23 @@ pub fn render_nats_auth(
         "signingKey.existingSecret=unused".into(),
         "natsAuth.existingSecret=unused".into(),
     ];
+    let yaml = render("templates/nats-auth.yaml", &[], &set)?;
+    config_map_file(&yaml, "danmu.conf")
+}
+
+/// One template of the chart rendered by `helm template`, with values files (relative to the
+/// chart) and `--set` values.
+pub fn render(template: &str, values_files: &[&str], set: &[String]) -> anyhow::Result<String> {
     let mut command = Command::new(helm()?);
     command
         .arg("template")
         .arg("t")
         .arg(chart_dir())
-        .args(["-s", "templates/nats-auth.yaml"]);
-    for value in &set {
+        .args(["-s", template]);
+    for file in values_files {
+        command.arg("-f").arg(chart_dir().join(file));
+    }
+    for value in set {
         command.arg("--set").arg(value);
     }
     let output = command.output().context("running helm template")?;
@@ -122,11 +132,11 @@ pub fn render_nats_auth(
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    config_map_file(&String::from_utf8_lossy(&output.stdout), "danmu.conf")
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The text of `key` in a rendered ConfigMap written as a `key: |` block (indented 4).
-fn config_map_file(yaml: &str, key: &str) -> anyhow::Result<String> {
+pub fn config_map_file(yaml: &str, key: &str) -> anyhow::Result<String> {
     let header = format!("  {key}: |");
     let mut lines = yaml.lines().skip_while(|line| line.trim_end() != header);
     lines

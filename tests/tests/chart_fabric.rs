@@ -164,3 +164,52 @@ async fn fabric_runs_under_the_charts_users_and_permissions() -> anyhow::Result<
     distributor.shutdown().await?;
     Ok(())
 }
+
+/// What the chart writes into the services' TOML configs loads and validates in the services
+/// themselves (unknown keys, types, ranges), for every region's values file.
+#[test]
+fn the_charts_service_configs_load_in_the_services() -> anyhow::Result<()> {
+    for region in ["eu", "us", "ap"] {
+        let values = format!("values-{region}.yaml");
+        let yaml = chart::render(
+            "templates/config.yaml",
+            &[&values, "ci/secrets-values.yaml"],
+            &[],
+        )?;
+        let dir = tempfile::tempdir()?;
+        let write = |key: &str| -> anyhow::Result<std::path::PathBuf> {
+            let path = dir.path().join(key);
+            std::fs::write(&path, chart::config_map_file(&yaml, key)?)?;
+            Ok(path)
+        };
+        // The pod's environment: the node id and instance from the pod name, the API keys.
+        let pod = |name: &str, value: &str| vec![(name.to_owned(), value.to_owned())];
+        let gateway = danmu_gateway::Config::load(
+            Some(&write("gateway.toml")?),
+            pod("DANMU_GATEWAY__NODE_ID", "danmu-gateway-7d9f-x2"),
+        )
+        .map_err(|e| anyhow::anyhow!("{region} gateway.toml: {e}"))?;
+        assert_eq!(gateway.region, region);
+        assert_eq!(gateway.node_id, "danmu-gateway-7d9f-x2");
+        assert!(gateway.health_listen.is_some() && gateway.nats_nkey_seed.is_some());
+        let distributor = danmu_distributor::Config::load(
+            Some(&write("distributor.toml")?),
+            pod("DANMU_DISTRIBUTOR__INSTANCE", "danmu-distributor-0"),
+        )
+        .map_err(|e| anyhow::anyhow!("{region} distributor.toml: {e}"))?;
+        assert_eq!(distributor.region, region);
+        assert!(distributor.health_listen.is_some() && distributor.nats_nkey_seed.is_some());
+        let control = danmu_control::Config::load(
+            Some(&write("control.toml")?),
+            pod(
+                "DANMU_CONTROL__API_KEYS",
+                "k1-0123456789abcdef,k2-0123456789abcdef",
+            ),
+        )
+        .map_err(|e| anyhow::anyhow!("{region} control.toml: {e}"))?;
+        assert_eq!(control.region.as_deref(), Some(region));
+        assert_eq!(control.api_keys.len(), 2);
+        assert_eq!(control.regions, ["eu", "us", "ap"]);
+    }
+    Ok(())
+}
