@@ -154,6 +154,9 @@ pub enum Error {
     /// The configuration or the signing key cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `nats_url`, `nats_nkey_seed` or `nats_creds` cannot be used.
+    #[error(transparent)]
+    Nats(#[from] danmu_runtime::nats::NatsConfigError),
     /// NATS refused or never answered the connection.
     #[error("connecting to NATS at {url}: {source}")]
     Connect {
@@ -219,13 +222,19 @@ pub async fn run(
     }
     metrics::describe();
 
-    let servers = config.nats_servers()?;
-    let client = async_nats::ConnectOptions::new()
-        .name("danmu-control")
+    let (options, servers) = danmu_runtime::nats::connect_options(
+        "danmu-control",
+        &config.nats_url,
+        &danmu_runtime::nats::NatsCredentials {
+            nkey_seed: config.nats_nkey_seed.clone(),
+            creds: config.nats_creds.clone(),
+        },
+    )?;
+    let client = options
         .connect(servers)
         .await
         .map_err(|source| Error::Connect {
-            url: config.nats_url.clone(),
+            url: danmu_runtime::nats::redact(&config.nats_url),
             source,
         })?;
     let js = async_nats::jetstream::new(client.clone());

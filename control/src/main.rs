@@ -1,5 +1,7 @@
 //! `danmu-control`: tracing, configuration, metrics exporter, bind, run until SIGINT/SIGTERM.
-//! `danmu-control keygen --out-dir DIR` writes the token key pair.
+//! `danmu-control keygen --out-dir DIR` writes the token key pair; `danmu-control nkey --out
+//! FILE` writes a NATS user's nkey seed and prints its public key (for the Helm chart's
+//! `natsAuth`, docs/deploy.md).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,12 @@ enum Command {
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
     },
+    /// Write a new NATS user nkey seed (SU...) to FILE (mode 0600, never overwritten) and print
+    /// its public key (U...), which the NATS server config names.
+    Nkey {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Gauges are refreshed every second or so; one untouched this long is gone.
@@ -42,8 +50,15 @@ const DEFAULT_METRICS_LISTEN: SocketAddr =
 async fn main() -> anyhow::Result<()> {
     danmu_runtime::init_tracing();
     let args = Args::parse();
-    if let Some(Command::Keygen { out_dir }) = args.command {
-        return keygen(&out_dir);
+    match args.command {
+        Some(Command::Keygen { out_dir }) => return keygen(&out_dir),
+        Some(Command::Nkey { out }) => {
+            let (seed, public) = danmu_runtime::nats::generate_user()?;
+            write_private(&out, &format!("{seed}\n"))?;
+            println!("{public}");
+            return Ok(());
+        }
+        None => {}
     }
     let config = Config::load(args.config.as_deref(), std::env::vars())?;
     let metrics_listen = config.metrics_listen.unwrap_or(DEFAULT_METRICS_LISTEN);

@@ -3,7 +3,7 @@
 //! errors name the offending key.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use danmu_runtime::config::ConfigError;
@@ -35,6 +35,13 @@ pub struct Config {
     pub brotli_quality: u32,
     /// Prometheus exporter address; none disables it.
     pub metrics_listen: Option<SocketAddr>,
+    /// `/healthz` and `/readyz` for probes (`danmu_runtime::health`): ready once NATS is
+    /// connected and the consumers exist. None disables them.
+    pub health_listen: Option<SocketAddr>,
+    /// A file holding an nkey seed (`SU...`) for the NATS connections. Not with `nats_creds`.
+    pub nats_nkey_seed: Option<PathBuf>,
+    /// A `.creds` file (user JWT and seed, as `nsc` writes it) for the NATS connections.
+    pub nats_creds: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -55,6 +62,9 @@ impl Default for Config {
             offline: OfflineConfig::default(),
             brotli_quality: danmu_proto::batch::DEFAULT_BROTLI_QUALITY,
             metrics_listen: None,
+            health_listen: None,
+            nats_nkey_seed: None,
+            nats_creds: None,
         }
     }
 }
@@ -214,7 +224,15 @@ impl WorkerConfig {
 /// How `DANMU_DISTRIBUTOR__*` variables are typed: these keys are always strings.
 pub const SCHEMA: Schema = Schema {
     service: "distributor",
-    strings: &["nats_url", "region", "instance", "metrics_listen"],
+    strings: &[
+        "nats_url",
+        "region",
+        "instance",
+        "metrics_listen",
+        "health_listen",
+        "nats_nkey_seed",
+        "nats_creds",
+    ],
     lists: &[],
 };
 

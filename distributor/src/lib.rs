@@ -45,11 +45,20 @@ pub enum StartError {
     /// The configuration cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `nats_url`, `nats_nkey_seed` or `nats_creds` cannot be used.
+    #[error(transparent)]
+    Nats(#[from] danmu_runtime::nats::NatsConfigError),
     /// NATS refused the connection.
     #[error("connecting to NATS at {url}: {source}")]
     Connect {
         url: String,
         source: async_nats::ConnectError,
+    },
+    /// The health listener could not be bound.
+    #[error("binding health_listen {addr}: {source}")]
+    Health {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
     },
     /// A push stream, the offline stream or a consumer could not be set up.
     #[error(transparent)]
@@ -98,13 +107,20 @@ pub async fn start(config: Config) -> Result<Distributor, StartError> {
         stats.window(priority, worker_config.window());
         // Each priority has its own NATS connection, so a low-priority flood queued on one
         // socket never delays a high-priority batch.
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("danmu-distributor {} {priority}", config.instance))
+        let (options, servers) = danmu_runtime::nats::connect_options(
+            format!("danmu-distributor {} {priority}", config.instance),
+            &config.nats_url,
+            &danmu_runtime::nats::NatsCredentials {
+                nkey_seed: config.nats_nkey_seed.clone(),
+                creds: config.nats_creds.clone(),
+            },
+        )?;
+        let client = options
             .retry_on_initial_connect()
-            .connect(config.nats_url.as_str())
+            .connect(servers)
             .await
             .map_err(|source| StartError::Connect {
-                url: config.nats_url.clone(),
+                url: danmu_runtime::nats::redact(&config.nats_url),
                 source,
             })?;
         let js = async_nats::jetstream::new(client.clone());
@@ -172,10 +188,24 @@ impl Distributor {
 
 /// Runs until `shutdown` resolves, then drains gracefully; ends early with the error of a task
 /// that failed.
+///
+/// With `health_listen`, serves `/healthz` and `/readyz` (not ready until started, nor once
+/// shutting down).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let health = danmu_runtime::health::Health::starting("connecting to NATS");
+    if let Some(addr) = config.health_listen {
+        health
+            .serve(addr)
+            .await
+            .map_err(|source| StartError::Health { addr, source })?;
+    }
     let mut distributor = start(config).await?;
+    health.set_ready();
     tokio::select! {
-        _ = shutdown => distributor.shutdown().await,
+        _ = shutdown => {
+            health.set_not_ready("shutting down");
+            distributor.shutdown().await
+        }
         error = distributor.failed() => Err(error),
     }
 }

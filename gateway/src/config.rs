@@ -93,6 +93,9 @@ pub struct Config {
     #[serde(deserialize_with = "duration::deserialize")]
     pub online_report_interval: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// `/healthz` and `/readyz` for probes (`danmu_runtime::health`): ready once the listeners
+    /// are up and NATS is connected, not ready from the start of a drain. None disables them.
+    pub health_listen: Option<SocketAddr>,
     /// Upstream danmu: limits, deny lists, word filter, demo echo (`[upstream]`).
     pub upstream: crate::upstream::UpstreamConfig,
     /// Replies queued for one connection and not yet written (pongs, heartbeat, room-change
@@ -147,6 +150,7 @@ impl Default for Config {
             presence_events: true,
             online_report_interval: Duration::from_secs(1),
             metrics_listen: None,
+            health_listen: None,
             upstream: Default::default(),
             reply_queue_bytes: 64 * 1024,
             max_connections: None,
@@ -172,6 +176,7 @@ pub const SCHEMA: Schema = Schema {
         "advertise_host",
         "nodes_bucket",
         "metrics_listen",
+        "health_listen",
         "upstream.words.path",
         "nats_creds",
         "nats_nkey_seed",

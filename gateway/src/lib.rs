@@ -343,15 +343,26 @@ pub(crate) fn unix_millis() -> u64 {
         .as_millis() as u64
 }
 
-/// Runs until `shutdown` resolves.
+/// Runs until `shutdown` resolves, then drains. With `health_listen`, serves `/healthz` and
+/// `/readyz`: not ready until started (NATS connected), nor from the start of the drain, so a
+/// load balancer stops sending new clients here while the old ones are told to move.
 pub async fn run(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let grace = config.drain_period + config.close_linger * 2;
+    let health = danmu_runtime::health::Health::starting("connecting to NATS");
+    if let Some(addr) = config.health_listen {
+        health
+            .serve(addr)
+            .await
+            .map_err(|error| anyhow::anyhow!("binding health_listen {addr}: {error}"))?;
+    }
     let gateway = start(listeners, config).await?;
+    health.set_ready();
     shutdown.await;
+    health.set_not_ready("draining");
     gateway.shutdown(grace).await;
     Ok(())
 }

@@ -4,13 +4,18 @@
 //! - [`config`]: the one configuration loader: a TOML file, `DANMU_<SERVICE>__<KEY>` environment
 //!   overrides, durations as `"15s"`, errors that name the file, variable or key.
 //! - [`jetstream`]: the JetStream bucket several services open (the nodes bucket), defined once.
+//! - [`health`]: `/healthz` and `/readyz` for Kubernetes probes, on their own listener.
+//! - [`nats`]: connection options from `nats_url` (comma-separated, credentials in the URL),
+//!   `nats_nkey_seed` and `nats_creds`, for the services that use async-nats directly.
 //! - [`init_tracing`]: logs to stderr, filtered by `RUST_LOG` (default `info`).
 //! - [`install_prometheus`]: the `/metrics` exporter, with histogram buckets set so latencies
 //!   aggregate across instances (without buckets the exporter renders summaries).
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 
 pub mod config;
+pub mod health;
 pub mod jetstream;
+pub mod nats;
 
 use std::net::SocketAddr;
 use std::time::Duration;

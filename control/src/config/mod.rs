@@ -25,8 +25,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Prometheus scrape address (binary only); `None` means `0.0.0.0:9102`.
     pub metrics_listen: Option<SocketAddr>,
-    /// NATS server(s), comma-separated. Default `nats://127.0.0.1:4222`.
+    /// NATS server(s), comma-separated; credentials may be in the first URL
+    /// (`nats://user:pass@host`). Default `nats://127.0.0.1:4222`.
     pub nats_url: String,
+    /// A file holding an nkey seed (`SU...`) for the NATS connection. Not with `nats_creds`.
+    pub nats_nkey_seed: Option<PathBuf>,
+    /// A `.creds` file (user JWT and seed, as `nsc` writes it) for the NATS connection.
+    pub nats_creds: Option<PathBuf>,
     /// PEM file of the token signing key (from `danmu-control keygen`).
     pub private_key_pem_path: Option<PathBuf>,
     /// The signing key inline, instead of `private_key_pem_path` (e.g. from a Kubernetes Secret).
@@ -87,6 +92,8 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             metrics_listen: None,
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_nkey_seed: None,
+            nats_creds: None,
             private_key_pem_path: None,
             private_key_pem: None,
             api_keys: Vec::new(),
@@ -155,6 +162,8 @@ pub const SCHEMA: Schema = Schema {
         "listen",
         "metrics_listen",
         "nats_url",
+        "nats_nkey_seed",
+        "nats_creds",
         "private_key_pem_path",
         "private_key_pem",
         "token_ttl",
@@ -183,23 +192,12 @@ impl Config {
 
     /// `nats_url` split at commas and parsed.
     pub fn nats_servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
-        let servers = self
-            .nats_url
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(|url| {
-                url.parse()
-                    .map_err(|e| ConfigError::invalid("nats_url", format!("`{url}`: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if servers.is_empty() {
-            return Err(ConfigError::invalid(
-                "nats_url",
-                "must name at least one NATS server",
-            ));
-        }
-        Ok(servers)
+        danmu_runtime::nats::servers(&self.nats_url).map_err(|error| match error {
+            danmu_runtime::nats::NatsConfigError::NoServer => {
+                ConfigError::invalid("nats_url", "must name at least one NATS server")
+            }
+            other => ConfigError::invalid("nats_url", other.to_string()),
+        })
     }
 
     /// Checks what types cannot: ranges, required pairs, names. The error names the key.
