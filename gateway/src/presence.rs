@@ -42,6 +42,11 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// The device (buvid) it connected with.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
     /// A connection that just authenticated into `room`, and its enter event.
     pub fn enter(
         conn: u64,

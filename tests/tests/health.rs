@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use danmu_tests::client::Transport;
 use danmu_tests::eventually;
 use danmu_tests::fabric::{self, GatewayProcess, Keys};
 use danmu_tests::http::get;
@@ -36,6 +37,14 @@ async fn a_gateway_is_not_ready_from_the_start_of_its_drain() -> anyhow::Result<
     )
     .await?;
     assert_eq!(status(health, "/healthz").await?.0, 200);
+    // Clients keep the drain going: each leaves at its own moment within the 4 s period, so
+    // with 20 of them the last is near its end (a gateway with none exits at once).
+    let mut clients = Vec::new();
+    for uid in 1..=20 {
+        let client =
+            danmu_tests::room::join(&keys, Transport::Tcp, gateway.tcp_addr, uid, 1, 3).await?;
+        clients.push(client);
+    }
 
     gateway.signal(libc::SIGTERM)?;
     let during = eventually(

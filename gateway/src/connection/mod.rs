@@ -182,8 +182,12 @@ enum Phase {
 
 /// A joined connection's state beyond the session.
 struct Joined {
-    /// The room first, then user, device (if any), region, everyone.
-    scopes: Vec<Scope>,
+    /// The room it is in (changes with ROOM_CHANGE) and the user.
+    room: u64,
+    uid: u64,
+    /// Whether the device is a valid subject token, so it has a device scope (the device
+    /// itself is kept once, by `presence`).
+    device_scope: bool,
     /// Opted in to DRAIN.
     drain: bool,
     presence: Presence,
@@ -191,6 +195,23 @@ struct Joined {
     reach: Option<Reach>,
     /// Reach counts already added to the gateway's metrics.
     reach_reported: ReachCounts,
+}
+
+impl Joined {
+    /// The targets it is a member of: the room first, then the user's, the device's (if
+    /// any), the region, everyone. Built when needed (join, leave) rather than kept: an idle
+    /// connection's memory.
+    fn scopes(&self, region: &str) -> Vec<Scope> {
+        let mut scopes = Vec::with_capacity(5);
+        scopes.push(Scope::Room(self.room));
+        scopes.push(Scope::User(self.uid));
+        if self.device_scope {
+            scopes.push(Scope::Device(self.presence.device().to_owned()));
+        }
+        scopes.push(Scope::Region(region.to_owned()));
+        scopes.push(Scope::All);
+        scopes
+    }
 }
 
 /// One client connection.
@@ -489,7 +510,7 @@ impl Connection {
         }
         if let Some(joined) = self.joined.take() {
             self.events.push_back(Event::Leave {
-                scopes: joined.scopes,
+                scopes: joined.scopes(ctx.region()),
             });
             let mut presence = joined.presence;
             if let Some(exit) = presence.close(reason.label(), ctx.origin(), now.unix_ms) {
@@ -660,19 +681,6 @@ impl Connection {
             Action::Send(packet) => self.reply(now, self.transport.wrap(&packet), ctx),
             Action::Join(identity) => {
                 ctx.stats().auth(true);
-                // The room, the user's and the device's targets, the region, everyone.
-                let mut scopes = vec![Scope::Room(identity.room), Scope::User(identity.uid)];
-                if subjects::is_valid_token(&identity.device) {
-                    scopes.push(Scope::Device(identity.device.clone()));
-                }
-                scopes.push(Scope::Region(ctx.region().to_owned()));
-                scopes.push(Scope::All);
-                self.events.push_back(Event::Join {
-                    scopes: scopes.clone(),
-                    protover: identity.protover,
-                });
-                self.events
-                    .push_back(Event::FetchOffline { uid: identity.uid });
                 let (presence, enter) = Presence::enter(
                     self.id,
                     identity.uid,
@@ -681,24 +689,33 @@ impl Connection {
                     ctx.origin(),
                     now.unix_ms,
                 );
-                self.events.push_back(Event::Presence(enter));
-                self.joined = Some(Box::new(Joined {
-                    scopes,
+                let joined = Joined {
+                    room: identity.room,
+                    uid: identity.uid,
+                    device_scope: subjects::is_valid_token(&identity.device),
                     drain: identity.drain,
                     presence,
                     reach: identity
                         .ack
                         .then(|| Reach::new(self.limits.reach, self.transport)),
                     reach_reported: ReachCounts::default(),
-                }));
+                };
+                self.events.push_back(Event::Join {
+                    scopes: joined.scopes(ctx.region()),
+                    protover: identity.protover,
+                });
+                self.events
+                    .push_back(Event::FetchOffline { uid: identity.uid });
+                self.events.push_back(Event::Presence(enter));
+                self.joined = Some(Box::new(joined));
             }
             Action::ChangeRoom(room) => {
                 let Some(joined) = &mut self.joined else {
                     return;
                 };
-                let from = std::mem::replace(&mut joined.scopes[0], Scope::Room(room));
+                let from = std::mem::replace(&mut joined.room, room);
                 self.events.push_back(Event::MoveRoom {
-                    from,
+                    from: Scope::Room(from),
                     to: Scope::Room(room),
                 });
                 for event in joined.presence.change_room(room, ctx.origin(), now.unix_ms) {
