@@ -1,4 +1,4 @@
-// The codec on frames recorded from our gateway (fixtures/frames.json, see record.mjs) and on the
+// The codec on frames recorded from our gateway (fixtures/frames.json, see ../tools/record.mjs) and on the
 // byte examples of docs/protocol.md. Runs on the bundled library (`node build.mjs` first), with
 // node's own test runner: `npm run test:client`.
 import assert from 'node:assert/strict';

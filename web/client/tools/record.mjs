@@ -2,7 +2,7 @@
 // against a fabric (scripts/up, or `web-fabric` as scripts/test-web starts it); the fixtures are
 // committed, so the library's tests need no fabric.
 //
-//   node --experimental-websocket client/test/record.mjs http://127.0.0.1:8080 nats://127.0.0.1:4222
+//   node --experimental-websocket client/tools/record.mjs http://127.0.0.1:8080 nats://127.0.0.1:4222
 //
 // Joins room 4242 three times (protover 0, 2 and 3), publishes a known set of messages through
 // NATS with nats-py (one comment alone, a burst of 12 that the distributor batches, a gift, a
@@ -12,9 +12,9 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DanmuClient, demoToken, encodePacket, fetchNodes, Op, Version } from '../dist/danmu-client.js';
+import { demoToken, encodePacket, fetchNodes, Op, Version } from '../dist/danmu-client.js';
 
-void DanmuClient;
+
 const [control, nats] = process.argv.slice(2);
 if (!control || !nats) throw new Error('usage: record.mjs <control url> <nats url>');
 const ROOM = 4242;
@@ -69,13 +69,13 @@ upstream.send(encodePacket(Op.UPSTREAM, Version.CONTROL, 8, JSON.stringify({ msg
 await new Promise((r) => setTimeout(r, 2000));
 for (const c of connections) c.ws.close();
 
-const out = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'frames.json');
+const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'frames.json');
 writeFileSync(
   out,
   JSON.stringify(
     {
       recorded: new Date().toISOString().slice(0, 10),
-      how: 'web/client/test/record.mjs against web-fabric (scripts/test-web)',
+      how: 'web/client/tools/record.mjs against web-fabric (scripts/test-web)',
       room: ROOM,
       uid: UID,
       published: published.map((p) => ({ subject: p.subject, payload: JSON.stringify(p.payload) })),
