@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let keys = Keys::generate();
     let mut controls = Vec::new();
     let mut distributors = Vec::new();
-    let mut gateways = BTreeMap::new();
+    let mut gateways: BTreeMap<&'static str, _> = BTreeMap::new();
     for region in REGIONS {
         let url = cluster.region(region).client_url();
         let mut control = fabric::control_config(&url, region, &keys);
@@ -89,7 +89,11 @@ async fn main() -> anyhow::Result<()> {
         };
         let Some(line) = line else { break };
         match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["restart", region] => {
+            ["restart", name] => {
+                let region: &'static str = REGIONS
+                    .into_iter()
+                    .find(|r| r == name)
+                    .with_context(|| format!("no region {name}"))?;
                 let (gateway, mut config) = gateways
                     .remove(region)
                     .with_context(|| format!("no gateway in region {region}"))?;
@@ -97,7 +101,6 @@ async fn main() -> anyhow::Result<()> {
                 config.ws_listen = gateway.ws_addr;
                 config.tcp_listen = gateway.tcp_addr;
                 gateway.shutdown(Duration::from_secs(2)).await;
-                let region = REGIONS.into_iter().find(|r| r == region).unwrap_or("A");
                 gateways.insert(
                     region,
                     (fabric::start_gateway(config.clone()).await?, config),
