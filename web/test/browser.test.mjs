@@ -164,6 +164,22 @@ test('the online count is fresh within 2 s of a join', async () => {
   console.log(`  count ${before} -> ${await online(page)} on the first page ${Date.now() - joined} ms after the join`);
   // The new viewer's own first count includes them.
   assert.ok((await online(second)) >= before + 1, `second page shows ${await online(second)}, first had ${before}`);
+
+  // With members on another gateway (region B), a viewer joining here is still in their own
+  // first count: the sums from control are a round trip behind, this gateway's share is not.
+  const far = await openPage(`room=${ROOM}&uid=16&region=B`);
+  await connected(far);
+  await page.waitForFunction((n) => Number(document.getElementById('online').textContent) === n, before + 2, { timeout: 3000 });
+  const third = await browser.newPage();
+  // The first count the page shows, before a second heartbeat could refresh it.
+  await third.goto(`${fabric.control}/demo/?room=${ROOM}&uid=17&region=A`);
+  const first = await third.waitForFunction(() => {
+    const text = document.getElementById('online').textContent;
+    return /^[0-9]+$/.test(text) ? Number(text) : false;
+  }, null, { timeout: 5000, polling: 10 });
+  assert.equal(await first.jsonValue(), before + 3, 'the first count includes the viewer who just joined');
+  await third.close();
+  await far.close();
   await second.close();
 });
 
