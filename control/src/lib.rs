@@ -110,10 +110,12 @@ impl AppState {
 /// The HTTP API.
 pub fn app(state: AppState) -> Router {
     let router = if state.inner.demo_page {
-        Router::new().route("/demo/", get(demo_page)).route(
-            "/",
-            get(|| async { axum::response::Redirect::temporary("/demo/") }),
-        )
+        Router::new()
+            .route("/demo/", get(demo_page))
+            .route("/demo/demo.js", get(demo_script))
+            // Without the slash the page's relative `demo.js` would resolve to `/demo.js`.
+            .route("/demo", get(to_demo_page))
+            .route("/", get(to_demo_page))
     } else {
         Router::new()
     };
@@ -133,6 +135,26 @@ pub fn app(state: AppState) -> Router {
 /// The demo page, built into the binary so a local fabric needs no static file server.
 async fn demo_page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../../web/demo/index.html"))
+}
+
+/// The demo page's script: `web/demo/demo.js`, bundled from `web/demo/src` and `web/client`
+/// by `web/build.mjs` and committed, so building control needs no Node.
+async fn demo_script() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../../web/demo/demo.js"),
+    )
+}
+
+/// Redirects to `/demo/`, keeping the query (`/demo?room=7` → `/demo/?room=7`).
+async fn to_demo_page(uri: axum::http::Uri) -> axum::response::Redirect {
+    match uri.query() {
+        Some(query) => axum::response::Redirect::temporary(&format!("/demo/?{query}")),
+        None => axum::response::Redirect::temporary("/demo/"),
+    }
 }
 
 /// Ready once the node table has caught up with the bucket: before that a node list could be

@@ -314,9 +314,32 @@ async fn the_demo_page_is_served_only_when_enabled() {
     assert_eq!(status, StatusCode::OK);
     let page = String::from_utf8(body).unwrap();
     assert!(
-        page.contains("/v1/tokens"),
-        "the page asks control for a token"
+        page.contains("src=\"demo.js\""),
+        "the page loads its script"
     );
+
+    let script = Request::get("/demo/demo.js").body(Body::empty()).unwrap();
+    let response = app(on.state.clone()).oneshot(script).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    let script = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&script).contains("/v1/tokens"),
+        "the script asks control for a token"
+    );
+
+    // Without the slash: a redirect that keeps the query, not an empty 404.
+    for (path, to) in [("/demo", "/demo/"), ("/demo?room=7", "/demo/?room=7")] {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = app(on.state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT, "{path}");
+        assert_eq!(response.headers()[header::LOCATION], to, "{path}");
+    }
 }
 
 /// Sets its flag when dropped: the task holding it has ended.

@@ -243,7 +243,15 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     let counted = shared.clone();
     tasks.spawn(nats_presence::report_online(
         client.clone(),
-        move || counted.groups.room_counts(),
+        move || {
+            let counts = counted.groups.room_counts();
+            counted
+                .online
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set_reported(&counts);
+            counts
+        },
         node_id.clone(),
         config.region.clone(),
         config.online_report_interval(),

@@ -3,7 +3,7 @@
 //! ```text
 //! danmu-load fabric --preset efficiency              # start everything, run both targets
 //! danmu-load run --target danmu --gateway 127.0.0.1:7000,127.0.0.1:7100 \
-//!     --nats nats://127.0.0.1:4222 --token-key control-private.pem ...
+//!     --nats nats://127.0.0.1:4222 --token-key .dev/keys/control.key.pem ...
 //! danmu-load corpus                                  # seed 001's table on our corpus
 //! danmu-load idle --connections 10000                # memory per idle connection
 //! ```

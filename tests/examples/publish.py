@@ -1,15 +1,18 @@
 """Publish a bullet comment into a room from Python with nats-py (`pip install nats-py`).
 
     python3 tests/examples/publish.py nats://127.0.0.1:4222 1001 "hello from Python"
+    python3 tests/examples/publish.py nats://127.0.0.1:4222 1001 "once" order-17   # a message id
 
 A JetStream publish: the ack means the message is stored (it survives a distributor crash), and
-the Nats-Msg-Id header makes a retried publish count once. `await nc.publish(subject, data)`
-works too, without the ack.
+the Nats-Msg-Id header makes a retried publish count once: give the same id to retries of one
+message, a new id to each new message (here a random one unless given). `await nc.publish(subject,
+data)` works too, without the ack.
 """
 
 import asyncio
 import json
 import sys
+import uuid
 
 import nats
 
@@ -18,6 +21,7 @@ async def main() -> None:
     url = sys.argv[1] if len(sys.argv) > 1 else "nats://127.0.0.1:4222"
     room = int(sys.argv[2]) if len(sys.argv) > 2 else 1001
     text = sys.argv[3] if len(sys.argv) > 3 else "hello from Python"
+    msg_id = sys.argv[4] if len(sys.argv) > 4 else f"python-example-{uuid.uuid4()}"
 
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -27,10 +31,13 @@ async def main() -> None:
     ack = await js.publish(
         subject,
         json.dumps(payload).encode(),
-        # A business would use its own message id; the same id again inside the window is dropped.
-        headers={"Nats-Msg-Id": f"python-example-{room}-{text}"},
+        # The same id again inside the stream's duplicate window is stored once, delivered once.
+        headers={"Nats-Msg-Id": msg_id},
     )
-    print(f"stored in {ack.stream} as #{ack.seq} ({subject})")
+    if ack.duplicate:
+        print(f"duplicate of #{ack.seq} in {ack.stream} (Nats-Msg-Id {msg_id}): not delivered again")
+    else:
+        print(f"stored in {ack.stream} as #{ack.seq} ({subject}, Nats-Msg-Id {msg_id})")
     await nc.close()
 
 

@@ -66,8 +66,9 @@ pub struct Config {
     pub max_nodes: usize,
     /// Routing rules, first match wins; none by default.
     pub rules: Vec<Rule>,
-    /// Serve the demo page (`web/demo/index.html`, built in) at `GET /demo/`, same origin as
-    /// the API so the page needs no CORS. For local demos; off by default.
+    /// Serve the demo page (`web/demo/index.html` and its bundled `demo.js`, built in) at
+    /// `GET /demo/` (`/demo` and `/` redirect there), same origin as the API so the page needs
+    /// no CORS. For local demos; off by default.
     pub demo_page: bool,
     /// The region this instance serves for presence: it sums every region's online reports for
     /// this region's gateways, answers online queries, and exits the connections of this

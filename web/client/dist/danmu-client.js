@@ -1,0 +1,501 @@
+// client/src/codec.ts
+var HEADER_LEN = 16;
+var Op = {
+  HEARTBEAT: 2,
+  HEARTBEAT_REPLY: 3,
+  MESSAGE: 5,
+  AUTH: 7,
+  AUTH_REPLY: 8,
+  DRAIN: 1001,
+  ROOM_CHANGE: 1002,
+  ROOM_CHANGE_REPLY: 1003,
+  UPSTREAM: 1004,
+  UPSTREAM_REPLY: 1005,
+  ACK: 1006
+};
+var Version = { RAW: 0, CONTROL: 1, ZLIB: 2, BROTLI: 3 };
+var ProtocolError = class extends Error {
+  name = "ProtocolError";
+};
+var utf8 = new TextEncoder();
+var text = new TextDecoder();
+function encodePacket(op, version, seq, body) {
+  const bytes = typeof body === "string" ? utf8.encode(body) : body ?? new Uint8Array(0);
+  const out = new Uint8Array(HEADER_LEN + bytes.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, out.length);
+  view.setUint16(4, HEADER_LEN);
+  view.setUint16(6, version);
+  view.setUint32(8, op);
+  view.setUint32(12, seq);
+  out.set(bytes, HEADER_LEN);
+  return out;
+}
+function splitPackets(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const packets = [];
+  let at = 0;
+  while (at < bytes.length) {
+    if (bytes.length - at < HEADER_LEN) throw new ProtocolError(`truncated header at byte ${at}`);
+    const len = view.getUint32(at);
+    const headerLen = view.getUint16(at + 4);
+    if (headerLen !== HEADER_LEN || len < HEADER_LEN || at + len > bytes.length) {
+      throw new ProtocolError(`bad packet at byte ${at}: length ${len}, header ${headerLen}, ${bytes.length - at} bytes left`);
+    }
+    packets.push({
+      version: view.getUint16(at + 6),
+      op: view.getUint32(at + 8),
+      seq: view.getUint32(at + 12),
+      body: bytes.subarray(at + HEADER_LEN, at + len)
+    });
+    at += len;
+  }
+  return packets;
+}
+function nativeZlib() {
+  if (typeof DecompressionStream !== "function") return void 0;
+  return async (body) => {
+    const stream = new Blob([body]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  };
+}
+function nativeBrotli() {
+  if (typeof DecompressionStream !== "function") return void 0;
+  try {
+    new DecompressionStream("brotli");
+  } catch {
+    return void 0;
+  }
+  return async (body) => {
+    const stream = new Blob([body]).stream().pipeThrough(new DecompressionStream("brotli"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  };
+}
+function chooseProtover(decompressors) {
+  if (decompressors.brotli) return 3;
+  if (decompressors.zlib) return 2;
+  return 0;
+}
+async function messageBodies(packet, decompressors) {
+  switch (packet.version) {
+    case Version.RAW:
+    case Version.CONTROL:
+      return [packet.body];
+    case Version.ZLIB:
+    case Version.BROTLI: {
+      const decode = packet.version === Version.ZLIB ? decompressors.zlib : decompressors.brotli;
+      if (!decode) throw new ProtocolError(`no decoder for a version ${packet.version} batch`);
+      let run;
+      try {
+        run = await decode(packet.body);
+      } catch (e) {
+        throw new ProtocolError(`version ${packet.version} batch does not decompress: ${String(e)}`);
+      }
+      return splitPackets(run).map((inner) => {
+        if (inner.version !== Version.RAW || inner.op !== Op.MESSAGE) {
+          throw new ProtocolError(`inner packet of a batch is version ${inner.version} op ${inner.op}, not 0/5`);
+        }
+        return inner.body;
+      });
+    }
+    default:
+      throw new ProtocolError(`MESSAGE with unknown version ${packet.version}`);
+  }
+}
+function onlineCount(packet) {
+  if (packet.body.length !== 4) throw new ProtocolError(`HEARTBEAT_REPLY body is ${packet.body.length} bytes, not 4`);
+  return new DataView(packet.body.buffer, packet.body.byteOffset, 4).getUint32(0);
+}
+function jsonBody(packet) {
+  try {
+    return JSON.parse(text.decode(packet.body));
+  } catch {
+    throw new ProtocolError(`op ${packet.op} body is not JSON`);
+  }
+}
+function bodyText(body) {
+  return text.decode(body);
+}
+
+// client/src/codes.ts
+var AUTH = {
+  0: "authenticated",
+  [-101]: "token invalid",
+  [-102]: "token expired",
+  [-103]: "room not allowed by the token",
+  [-104]: "bad AUTH request",
+  [-105]: "uid does not match the token",
+  [-106]: "unsupported protover"
+};
+var UPSTREAM = {
+  0: "sent",
+  1: "sent, with blocked words masked",
+  [-201]: "rate limited",
+  [-202]: "this user may not send danmu",
+  [-203]: "this address may not send danmu",
+  [-204]: "contains a blocked word",
+  [-205]: "bad request",
+  [-206]: "too long",
+  [-207]: "sending is off on this gateway",
+  [-208]: "gateway busy, try again"
+};
+function authMeaning(code) {
+  return AUTH[code] ?? "unknown code";
+}
+function isFinalAuthCode(code) {
+  return code === -103 || code === -104 || code === -105 || code === -106;
+}
+function upstreamMeaning(code) {
+  return UPSTREAM[code] ?? "unknown code";
+}
+
+// client/src/control.ts
+var ControlError = class extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+  status;
+  name = "ControlError";
+};
+async function fetchNodes(control, query) {
+  const params = new URLSearchParams();
+  if (query.region) params.set("region", query.region);
+  if (query.uid !== void 0) params.set("uid", String(query.uid));
+  const response = await fetch(`${control.replace(/\/+$/, "")}/v1/nodes?${params}`, { cache: "no-store" });
+  const body = await response.text();
+  if (!response.ok) throw new ControlError(`GET /v1/nodes: HTTP ${response.status}: ${errorText(body)}`, response.status);
+  return JSON.parse(body);
+}
+async function demoToken(control, uid, rooms) {
+  const response = await fetch(`${control.replace(/\/+$/, "")}/v1/tokens`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ uid, rooms })
+  });
+  const body = await response.text();
+  if (!response.ok) throw new ControlError(`POST /v1/tokens: HTTP ${response.status}: ${errorText(body)}`, response.status);
+  return JSON.parse(body).token;
+}
+function errorText(body) {
+  try {
+    return JSON.parse(body).error ?? body;
+  } catch {
+    return body;
+  }
+}
+
+// client/src/transport.ts
+var WebSocketTransport = class {
+  name = "ws";
+  address(node) {
+    return node.ws ? `ws://${node.ws}/sub` : void 0;
+  }
+  open(url, handlers, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const socket = new WebSocket(url);
+      socket.binaryType = "arraybuffer";
+      let opened = false;
+      const timer = setTimeout(() => {
+        if (!opened) {
+          socket.close();
+          reject(new Error(`${url}: not open within ${timeoutMs} ms`));
+        }
+      }, timeoutMs);
+      socket.onopen = () => {
+        opened = true;
+        clearTimeout(timer);
+        resolve({
+          transport: this.name,
+          url,
+          send: (frame) => {
+            if (socket.readyState === WebSocket.OPEN) socket.send(frame);
+          },
+          close: (code = 1e3, reason = "") => socket.close(code, reason)
+        });
+      };
+      socket.onmessage = (event) => {
+        if (event.data instanceof ArrayBuffer) handlers.onFrame(new Uint8Array(event.data));
+      };
+      socket.onclose = (event) => {
+        clearTimeout(timer);
+        if (!opened) {
+          reject(new Error(`${url}: connection refused or lost (close ${event.code})`));
+          return;
+        }
+        handlers.onClose({ code: event.code, reason: event.reason });
+      };
+    });
+  }
+};
+
+// client/src/client.ts
+var NotConnectedError = class extends Error {
+  name = "NotConnectedError";
+};
+var DanmuClient = class {
+  protover;
+  options;
+  decompressors;
+  listeners = /* @__PURE__ */ new Map();
+  connection;
+  node;
+  phase = "closed";
+  failures = 0;
+  attempt = 0;
+  avoid;
+  seq = 1;
+  heartbeat;
+  retryTimer;
+  inbox = Promise.resolve();
+  pending = /* @__PURE__ */ new Map();
+  stopped = true;
+  constructor(options) {
+    if (!Number.isSafeInteger(options.room) || options.room <= 0) {
+      throw new RangeError(`room must be a positive integer, not ${String(options.room)}`);
+    }
+    if (!Number.isSafeInteger(options.uid) || options.uid <= 0) {
+      throw new RangeError(`uid must be a positive integer, not ${String(options.uid)}`);
+    }
+    this.options = {
+      transports: [new WebSocketTransport()],
+      heartbeatMs: 3e4,
+      backoffMinMs: 500,
+      backoffMaxMs: 15e3,
+      connectTimeoutMs: 5e3,
+      replyTimeoutMs: 5e3,
+      ...options
+    };
+    this.decompressors = options.decompressors ?? { zlib: nativeZlib(), brotli: nativeBrotli() };
+    this.protover = chooseProtover(this.decompressors);
+  }
+  /** Subscribes to an event; returns the function that unsubscribes. */
+  on(type, listener) {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+  /** Starts connecting (and reconnecting until `close`). */
+  start() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    void this.connect();
+  }
+  /** Closes the connection and stops reconnecting. */
+  close() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.teardown();
+    this.connection?.close(1e3, "closed by the page");
+    this.connection = void 0;
+    this.setState({ phase: "closed", failures: this.failures });
+  }
+  /**
+   * Sends a danmu (UPSTREAM, op 1004) and resolves with the gateway's UPSTREAM_REPLY. What
+   * passes moderation reaches the room like any other message (when the gateway echoes it).
+   * @throws NotConnectedError when not connected; rejects on no reply within `replyTimeoutMs`.
+   */
+  send(text2, style = {}) {
+    const connection = this.connection;
+    if (!connection || this.phase !== "connected") return Promise.reject(new NotConnectedError("not connected"));
+    const seq = this.nextSeq();
+    const body = JSON.stringify({ msg: text2, color: style.color ?? 16777215, mode: style.mode ?? 1 });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(seq);
+        reject(new Error(`no UPSTREAM_REPLY within ${this.options.replyTimeoutMs} ms`));
+      }, this.options.replyTimeoutMs);
+      this.pending.set(seq, { resolve, timer });
+      connection.send(encodePacket(Op.UPSTREAM, Version.CONTROL, seq, body));
+    });
+  }
+  emit(type, value) {
+    for (const listener of this.listeners.get(type) ?? []) listener(value);
+  }
+  setState(state) {
+    this.phase = state.phase;
+    this.emit("state", state);
+  }
+  nextSeq() {
+    this.seq = this.seq >= 4294967295 ? 1 : this.seq + 1;
+    return this.seq;
+  }
+  /** One attempt: nodes, token, open, AUTH; failures go to `retry`. */
+  async connect() {
+    if (this.stopped) return;
+    const { control, room, uid, region } = this.options;
+    this.attempt += 1;
+    const attempt = this.attempt;
+    try {
+      this.setState({ phase: "connecting", failures: this.failures });
+      const list = await fetchNodes(control, { region, uid });
+      let candidates = list.nodes.filter((n) => this.options.transports.some((t) => t.address(n)));
+      if (candidates.length === 0) throw new Error("control lists no gateway this client can reach");
+      if (this.avoid && candidates.length > 1) candidates = candidates.filter((n) => n.node_id !== this.avoid);
+      const node = candidates[this.failures % candidates.length];
+      const transport = this.options.transports.find((t) => t.address(node));
+      const url = transport.address(node);
+      this.setState({ phase: "connecting", node, transport: transport.name, url, failures: this.failures });
+      const token = await this.options.token({ uid, room });
+      let authed = () => {
+      };
+      const authReply = new Promise((resolve) => authed = resolve);
+      const connection = await transport.open(
+        url,
+        {
+          onFrame: (frame) => {
+            this.inbox = this.inbox.then(() => this.onFrame(frame, authed)).catch((e) => {
+              const error = e instanceof Error ? e : new Error(String(e));
+              this.emit("error", error);
+              if (this.connection === connection) connection.close(4e3, "undecodable packet");
+            });
+          },
+          onClose: (info) => {
+            authed(-1);
+            if (this.connection !== connection) return;
+            this.teardown();
+            this.connection = void 0;
+            if (this.stopped) return;
+            const why = info.code === 1012 ? "gateway restarting" : info.reason || (info.code === 1006 ? "connection lost" : `close ${info.code}`);
+            if (info.code === 1012) this.avoid = node.node_id;
+            this.retry(`disconnected from ${node.node_id} (${why})`, info.code === 1012);
+          }
+        },
+        this.options.connectTimeoutMs
+      );
+      if (this.stopped || attempt !== this.attempt) {
+        connection.close(1e3, "superseded");
+        return;
+      }
+      this.connection = connection;
+      this.node = node;
+      const auth = { uid, roomid: room, protover: this.protover, platform: "web", type: 2, key: token, drain: true };
+      connection.send(encodePacket(Op.AUTH, Version.CONTROL, this.nextSeq(), JSON.stringify(auth)));
+      const code = await Promise.race([
+        authReply,
+        new Promise((resolve) => setTimeout(() => resolve(-2), this.options.connectTimeoutMs))
+      ]);
+      if (code === 0) {
+        this.failures = 0;
+        this.avoid = void 0;
+        this.setState({ phase: "connected", node, transport: transport.name, url, failures: 0 });
+        const beat = () => connection.send(encodePacket(Op.HEARTBEAT, Version.CONTROL, this.nextSeq()));
+        beat();
+        this.heartbeat = setInterval(beat, this.options.heartbeatMs);
+        return;
+      }
+      if (this.connection === connection) {
+        this.connection = void 0;
+        connection.close(1e3, "auth failed");
+      }
+      if (code === -2) throw new Error(`no AUTH_REPLY within ${this.options.connectTimeoutMs} ms`);
+      if (code === -1) throw new Error("closed before AUTH_REPLY");
+      const message = `AUTH refused: ${code} (${authMeaning(code)})`;
+      if (isFinalAuthCode(code)) return this.fail(message);
+      throw new Error(message);
+    } catch (e) {
+      if (attempt !== this.attempt || this.stopped) return;
+      if (e instanceof ControlError && e.status === 400) return this.fail(e.message);
+      const reason = e instanceof TypeError ? `cannot reach control at ${control} (${e.message})` : e instanceof Error ? e.message : String(e);
+      this.retry(reason, false);
+    }
+  }
+  async onFrame(frame, authed) {
+    const receivedAt = performance.now();
+    for (const packet of splitPackets(frame)) {
+      switch (packet.op) {
+        case Op.AUTH_REPLY:
+          authed(Number(jsonBody(packet).code ?? -1));
+          break;
+        case Op.HEARTBEAT_REPLY:
+          this.emit("online", onlineCount(packet));
+          break;
+        case Op.MESSAGE:
+          for (const raw of await messageBodies(packet, this.decompressors)) {
+            let data;
+            try {
+              data = JSON.parse(bodyText(raw));
+            } catch {
+              data = void 0;
+            }
+            this.emit("message", { data, raw, receivedAt });
+          }
+          break;
+        case Op.UPSTREAM_REPLY:
+          this.onUpstreamReply(packet);
+          break;
+        case Op.DRAIN: {
+          const body = jsonBody(packet);
+          this.avoid = this.node?.node_id;
+          this.emit("drain", { reason: body.reason ?? "drain", reconnectAfterMs: body.reconnect_after_ms ?? 0 });
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+  onUpstreamReply(packet) {
+    const pending = this.pending.get(packet.seq);
+    if (!pending) return;
+    this.pending.delete(packet.seq);
+    clearTimeout(pending.timer);
+    const body = jsonBody(packet);
+    if (typeof body.code !== "number") throw new ProtocolError("UPSTREAM_REPLY without a code");
+    pending.resolve({ ...body, meaning: upstreamMeaning(body.code) });
+  }
+  teardown() {
+    clearInterval(this.heartbeat);
+    this.heartbeat = void 0;
+    for (const [seq, pending] of this.pending) {
+      clearTimeout(pending.timer);
+      pending.resolve({ code: -1, meaning: "connection lost before the reply" });
+      this.pending.delete(seq);
+    }
+  }
+  /**
+   * Waits (exponential backoff, the upper half random) and tries again. `drained`: the gateway
+   * went away in order (DRAIN, close 1012), which is no failure of this client: the shortest
+   * delay, and the next attempt starts from the top of the list (without the drained node).
+   */
+  retry(reason, drained) {
+    if (this.stopped) return;
+    if (!drained) this.failures += 1;
+    const soon = drained;
+    const { backoffMinMs, backoffMaxMs } = this.options;
+    const ceiling = soon ? backoffMinMs : Math.min(backoffMaxMs, backoffMinMs * 2 ** Math.min(this.failures - 1, 16));
+    const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+    this.setState({ phase: "waiting", error: reason, retryInMs: delay, failures: this.failures, node: this.node });
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.connect(), delay);
+  }
+  fail(reason) {
+    this.stopped = true;
+    this.setState({ phase: "failed", error: reason, failures: this.failures });
+  }
+};
+export {
+  ControlError,
+  DanmuClient,
+  HEADER_LEN,
+  NotConnectedError,
+  Op,
+  ProtocolError,
+  Version,
+  WebSocketTransport,
+  authMeaning,
+  bodyText,
+  chooseProtover,
+  demoToken,
+  encodePacket,
+  fetchNodes,
+  isFinalAuthCode,
+  jsonBody,
+  messageBodies,
+  nativeBrotli,
+  nativeZlib,
+  onlineCount,
+  splitPackets,
+  upstreamMeaning
+};
