@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
         1,
         transport,
         "10.0.0.1".parse().unwrap(),
-        limits(proxy),
+        std::sync::Arc::new(limits(proxy)),
         true,
         t0,
     );
