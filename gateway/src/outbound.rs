@@ -140,11 +140,12 @@ impl Outbound {
             queue.low_bytes -= item.len();
             take(item, false);
         }
-        if queue.high.is_empty() && queue.high.capacity() > 4 {
-            // A burst grew it; give the memory back instead of keeping it for an idle connection.
+        // Emptied: give the memory back instead of keeping it for an idle connection (memory
+        // per connection after a burst; one allocation per busy spell costs less).
+        if queue.high.is_empty() && queue.high.capacity() > 0 {
             queue.high = VecDeque::new();
         }
-        if queue.low.is_empty() && queue.low.capacity() > 4 {
+        if queue.low.is_empty() && queue.low.capacity() > 0 {
             queue.low = VecDeque::new();
         }
         queue.overflowed
