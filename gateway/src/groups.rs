@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use danmu_proto::internal::{self, EdgeBatch};
 use danmu_proto::subjects::{Priority, Scope};
+use smallvec::SmallVec;
 
 use crate::edge::{self, Dedup, Fresh, Variants};
 use crate::outbound::{Outbound, Push};
@@ -53,13 +54,13 @@ pub struct Group {
     subscription: AtomicU64,
 }
 
-/// A group's members: a `Vec` the fan-out walks in one pass over contiguous pointers, with an
+/// A group's members: a vector the fan-out walks in one pass over contiguous pointers, with an
 /// index by connection id only once the group is big enough that finding a leaving member by a
-/// scan would cost. Most groups (a user's, a device's) hold one member, so they stay one small
-/// allocation instead of a hash table each (idle memory per connection).
+/// scan would cost. Most groups (a user's, a device's) hold one member, kept inline: no
+/// allocation and no hash table for them (idle memory per connection).
 #[derive(Default)]
 struct Members {
-    list: Vec<Arc<Member>>,
+    list: SmallVec<[Arc<Member>; 1]>,
     /// conn_id -> position in `list`; present while `list` is longer than `INDEX_FROM / 2`
     /// after having grown past `INDEX_FROM`. Boxed so the groups that never have one (nearly
     /// all) pay a pointer for it, not an empty table's 48 bytes.
@@ -114,8 +115,8 @@ impl Members {
                 self.index = None;
             }
         }
-        if self.list.is_empty() {
-            self.list = Vec::new();
+        if self.list.is_empty() && self.list.spilled() {
+            self.list = SmallVec::new();
         }
         true
     }
@@ -378,9 +379,8 @@ mod tests {
         }
         assert!(members.is_empty());
         assert!(members.index.is_none());
-        assert_eq!(
-            members.list.capacity(),
-            0,
+        assert!(
+            !members.list.spilled(),
             "an empty group gives its memory back"
         );
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use danmu_proto::internal::EdgeBatch;
-use danmu_proto::subjects::Priority;
+use danmu_proto::subjects::{self, Priority};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, Disconnect, Event, ServerAddr};
+use super::client::{Client, Disconnect, Event, ServerAddr, Subscription};
 use crate::groups::{DeliveryLimits, Group};
 use crate::stats::Stats;
 
@@ -28,16 +28,26 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// What the edge asks of a link.
 pub(super) enum Command {
-    Subscribe {
-        sid: u64,
-        subject: String,
-        group: Arc<Group>,
-    },
+    Subscribe { sid: u64, group: Arc<Group> },
     Unsubscribe(u64),
 }
 
+/// A link's subscription: a group's edge subject for the link's priority, derived when the
+/// client (re)subscribes rather than stored.
+#[derive(Clone)]
+pub(super) struct EdgeSubscription {
+    priority: Priority,
+    group: Arc<Group>,
+}
+
+impl Subscription for EdgeSubscription {
+    fn subject(&self) -> String {
+        subjects::edge(self.priority, &self.group.scope)
+    }
+}
+
 pub(super) struct Link {
-    pub client: Client<Arc<Group>>,
+    pub client: Client<EdgeSubscription>,
     pub priority: Priority,
     pub label: String,
     /// Built at start when TLS is configured, else on the first server that asks for it.
@@ -112,8 +122,10 @@ impl Link {
                 command = commands.recv() => match command {
                     // The gateway dropped its edge: shutting down.
                     None => return,
-                    Some(Command::Subscribe { sid, subject, group }) => {
-                        self.client.subscribe(sid, subject, group);
+                    Some(Command::Subscribe { sid, group }) => {
+                        let priority = self.priority;
+                        self.client
+                            .subscribe(sid, EdgeSubscription { priority, group });
                     }
                     Some(Command::Unsubscribe(sid)) => self.client.unsubscribe(sid),
                 },
@@ -213,7 +225,11 @@ impl Link {
     /// only if a member took the batch: the answer tells the distributor the user got it here,
     /// so it keeps no offline copy.
     fn deliver(&mut self, sid: u64, reply: Option<String>, payload: Bytes) {
-        let Some(group) = self.client.subscription(sid).cloned() else {
+        let Some(group) = self
+            .client
+            .subscription(sid)
+            .map(|subscription| subscription.group.clone())
+        else {
             return; // unsubscribed meanwhile
         };
         match EdgeBatch::decode(payload) {

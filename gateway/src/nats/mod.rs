@@ -28,7 +28,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use danmu_proto::subjects::{self, Priority};
+use danmu_proto::subjects::Priority;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -92,11 +92,9 @@ impl NatsEdge {
 impl EdgeSource for NatsEdge {
     fn subscribe(&self, group: Arc<Group>) -> u64 {
         let sid = self.next_sid.fetch_add(1, Ordering::Relaxed);
-        for (priority, link) in [(Priority::High, &self.high), (Priority::Low, &self.low)] {
-            let subject = subjects::edge(priority, &group.scope);
+        for link in [&self.high, &self.low] {
             let _ = link.send(Command::Subscribe {
                 sid,
-                subject,
                 group: group.clone(),
             });
         }
