@@ -140,7 +140,9 @@ pub struct WorkerConfig {
     /// (`distributor/src/window.rs`). Default 100ms (low), 0s (high: never grows).
     #[serde(deserialize_with = "duration::deserialize")]
     pub max_window: Duration,
-    /// Messages per second above which a target's window grows with its rate. Default 50.
+    /// Messages per second above which a target's window grows with its rate. Default 10: a room
+    /// at 50 msg/s (the efficiency preset) already waits the full `max_window`, so each member
+    /// gets one frame per five messages instead of one per one or two.
     pub knee_rate: f64,
     pub max_batch_messages: usize,
     pub max_batch_bytes: usize,
@@ -167,7 +169,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             window: Duration::from_millis(20),
             max_window: Duration::from_millis(100),
-            knee_rate: 50.0,
+            knee_rate: 10.0,
             max_batch_messages: 200,
             max_batch_bytes: 32 * 1024,
             pull_batch: 500,
