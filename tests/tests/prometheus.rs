@@ -447,36 +447,9 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
 
     // Readers: brotli, raw and zlib clients (so the gateway builds both variants), one that
     // acknowledges high priority.
-    let mut brotli = join_with(
-        &keys,
-        ws,
-        Transport::WebSocket,
-        1,
-        ROOM,
-        3,
-        serde_json::json!({}),
-    )
-    .await?;
-    let mut raw = join_with(
-        &keys,
-        tcp,
-        Transport::Tcp,
-        2,
-        ROOM,
-        0,
-        serde_json::json!({}),
-    )
-    .await?;
-    let mut zlib = join_with(
-        &keys,
-        ws,
-        Transport::WebSocket,
-        3,
-        ROOM,
-        2,
-        serde_json::json!({}),
-    )
-    .await?;
+    let mut brotli = room::join(&keys, Transport::WebSocket, ws, 1, ROOM, 3).await?;
+    let mut raw = room::join(&keys, Transport::Tcp, tcp, 2, ROOM, 0).await?;
+    let mut zlib = room::join(&keys, Transport::WebSocket, ws, 3, ROOM, 2).await?;
     room::warm_up(
         &business,
         ROOM,
@@ -494,16 +467,7 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
         serde_json::json!({"ack": true}),
     )
     .await?;
-    let talker = join_with(
-        &keys,
-        ws,
-        Transport::WebSocket,
-        9,
-        ROOM,
-        3,
-        serde_json::json!({}),
-    )
-    .await?;
+    let talker = room::join(&keys, Transport::WebSocket, ws, 9, ROOM, 3).await?;
     let readers = [
         talker_task(talker),
         reader(brotli, false),
@@ -512,18 +476,7 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
         reader(acker, true),
     ];
     // A client that leaves (closes by reason) and a bad token (auth failed).
-    drop(
-        join_with(
-            &keys,
-            ws,
-            Transport::WebSocket,
-            4,
-            ROOM,
-            3,
-            serde_json::json!({}),
-        )
-        .await?,
-    );
+    drop(room::join(&keys, Transport::WebSocket, ws, 4, ROOM, 3).await?);
     let mut bad = Client::connect(Transport::WebSocket, ws).await?;
     let _ = bad.auth(5, ROOM, 3, "not-a-token").await;
     // Control: a token, a refused token request, node lists (below).
@@ -683,14 +636,13 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
     };
     while open().await? < MAX_CONNECTIONS - 1 {
         filler.push(
-            join_with(
+            room::join(
                 &keys,
-                ws,
                 Transport::WebSocket,
+                ws,
                 100 + filler.len() as u64,
                 FILL_ROOM,
                 3,
-                serde_json::json!({}),
             )
             .await?,
         );
