@@ -50,7 +50,8 @@ pub struct Stats {
     pub nats_errors: AtomicU64,
     /// Of those, permissions violations (the link is kept).
     pub nats_permission_errors: AtomicU64,
-    /// Edge links lost, for any reason (`danmu_gateway_nats_link_down_total{priority}`):
+    /// Established edge links lost, for any reason (`danmu_gateway_nats_link_down_total{priority}`;
+    /// failed connection attempts are not counted):
     /// nats-server usually cuts a slow consumer off by closing, without a `-ERR`, so this is
     /// where that shows.
     pub nats_links_down: AtomicU64,
@@ -152,7 +153,7 @@ pub fn describe() {
     );
     describe_counter!(
         "danmu_gateway_nats_link_down_total",
-        "Edge links to NATS lost, by priority."
+        "Established edge links to NATS lost, by priority (failed connection attempts are not counted)."
     );
     describe_counter!(
         "danmu_gateway_presence_events_total",

@@ -55,6 +55,10 @@ pub(super) struct Link {
     pub options: Arc<super::options::NatsOptions>,
     pub limits: DeliveryLimits,
     pub stats: Arc<Stats>,
+    /// The handshake completed on the current transport. A transport lost before that (a
+    /// server still starting, refusing credentials, timing out) is a failed attempt, not a
+    /// link lost: counting both made one server restart read as two losses per link.
+    pub up: bool,
 }
 
 enum Transport {
@@ -194,6 +198,7 @@ impl Link {
                 self.client.handle_tls(Instant::now());
             }
             Event::Connected { server } => {
+                self.up = true;
                 tracing::info!(%server, link = %self.label, "edge link up");
             }
             Event::Close(reason) => {
@@ -216,9 +221,14 @@ impl Link {
         Ok(())
     }
 
-    fn link_down(&self, reason: &str) {
-        self.stats.nats_link_down(self.priority.token());
-        tracing::warn!(%reason, link = %self.label, priority = self.priority.token(), "edge link down; reconnecting");
+    /// The transport is gone: a lost link if it had been up, else a failed attempt.
+    fn link_down(&mut self, reason: &str) {
+        if std::mem::take(&mut self.up) {
+            self.stats.nats_link_down(self.priority.token());
+            tracing::warn!(%reason, link = %self.label, priority = self.priority.token(), "edge link down; reconnecting");
+        } else {
+            tracing::debug!(%reason, link = %self.label, "NATS connection attempt failed");
+        }
     }
 
     /// Hands a batch to its group. A request (a user-scope high-priority batch) is answered
@@ -265,3 +275,7 @@ async fn open(server: &ServerAddr) -> Result<TcpStream, String> {
         .map_err(|e| format!("TCP_NODELAY: {e}"))?;
     Ok(stream)
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;

@@ -77,6 +77,7 @@ impl NatsEdge {
                 options: options.clone(),
                 limits,
                 stats: stats.clone(),
+                up: false,
             };
             tokio::spawn(link.run(receiver, stop.clone()));
             commands
