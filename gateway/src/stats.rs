@@ -40,6 +40,11 @@ pub struct Stats {
     pub messages_delivered: AtomicU64,
     /// Connections cut off as slow consumers (queue overflow or a write stall).
     pub slow_consumers: AtomicU64,
+    /// Times a connection's socket would not take the bytes it had waiting
+    /// (`danmu_gateway_write_stalls_total`): its reader fell behind, for however short.
+    pub write_stalls: AtomicU64,
+    /// Connections write-blocked now (`danmu_gateway_write_blocked_connections`).
+    pub write_blocked_connections: AtomicU64,
     /// Low-priority messages not delivered to a member, for any reason (see metrics for why).
     pub shed_messages: AtomicU64,
     /// Edge batches received from NATS that no member queued
@@ -150,6 +155,19 @@ pub fn describe() {
     describe_counter!(
         "danmu_gateway_shed_messages_total",
         "Low-priority messages not delivered to a member, by reason."
+    );
+    describe_counter!(
+        "danmu_gateway_write_stalls_total",
+        "Times a connection's socket would not take the bytes waiting for it (its reader fell behind)."
+    );
+    describe_gauge!(
+        "danmu_gateway_write_blocked_connections",
+        "Connections whose socket is full with bytes still waiting (cut off after write_stall_timeout without progress)."
+    );
+    describe_gauge!(
+        "danmu_gateway_write_blocked_bytes",
+        Unit::Bytes,
+        "Bytes waiting in the queues of write-blocked connections (outbound queue and write queue)."
     );
     describe_counter!(
         "danmu_gateway_nats_link_down_total",
@@ -279,12 +297,39 @@ impl Stats {
         }
     }
 
+    /// A connection's write-blocked share changed: `bytes` queued (a delta) and `connections`
+    /// (+1 when its socket filled, which also counts a stall; -1 when its queue emptied or it
+    /// closed).
+    pub(crate) fn write_blocked(&self, bytes: f64, connections: f64) {
+        if connections > 0.0 {
+            self.write_stalls.fetch_add(1, Ordering::Relaxed);
+            self.write_blocked_connections
+                .fetch_add(1, Ordering::Relaxed);
+            counter!("danmu_gateway_write_stalls_total").increment(1);
+        } else if connections < 0.0 {
+            self.write_blocked_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if connections != 0.0 {
+            gauge!("danmu_gateway_write_blocked_connections").increment(connections);
+        }
+        if bytes != 0.0 {
+            gauge!("danmu_gateway_write_blocked_bytes").increment(bytes);
+        }
+    }
+
     /// Exports the configured connection cap (`danmu_gateway_max_connections`), so that
     /// dashboards and the near-cap alert divide by it; nothing is exported without a cap.
+    /// Called once at start.
     pub(crate) fn connection_cap(&self, max_connections: Option<usize>) {
         if let Some(max) = max_connections {
             gauge!("danmu_gateway_max_connections").set(max as f64);
         }
+        // Series that change only when a reader falls behind exist from the start, at zero,
+        // so a healthy gateway's panels show 0 rather than no data.
+        counter!("danmu_gateway_write_stalls_total").absolute(0);
+        gauge!("danmu_gateway_write_blocked_connections").set(0.0);
+        gauge!("danmu_gateway_write_blocked_bytes").set(0.0);
     }
 
     /// The hop from the distributor publishing a batch to this gateway receiving it (unix

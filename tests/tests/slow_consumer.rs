@@ -1,5 +1,5 @@
 //! A member that stops reading while its room is flooded is cut off as a slow consumer (counted,
-//! and its exit event says `slow_consumer`), while a member that reads gets every message, in
+//! its stall counted, and its exit event says `slow_consumer`), while a member that reads gets every message, in
 //! order. The latency side (members' latency with and without a stalled reader) is a benchmark:
 //! `priority-latency --stalled N`, in docs/performance.md.
 
@@ -49,9 +49,11 @@ async fn a_reader_that_stops_is_cut_off_and_the_room_keeps_flowing() -> anyhow::
     .await?;
     assert_eq!(exit.event, EventKind::Exit);
     assert_eq!(exit.reason.as_deref(), Some("slow_consumer"));
-    assert_eq!(
-        danmu_gateway::stats::get(&f.gateway.stats.slow_consumers),
-        1
+    let stats = &f.gateway.stats;
+    assert_eq!(danmu_gateway::stats::get(&stats.slow_consumers), 1);
+    assert!(
+        danmu_gateway::stats::get(&stats.write_stalls) >= 1,
+        "the stalled reader's socket filled before it was cut off"
     );
 
     let received = reading.await??;
@@ -59,6 +61,13 @@ async fn a_reader_that_stops_is_cut_off_and_the_room_keeps_flowing() -> anyhow::
         received,
         (0..FLOOD).collect::<Vec<_>>(),
         "every message, in order"
+    );
+    // The cut-off connection left the write-blocked gauge (the reader's stalls ended when it
+    // caught up).
+    danmu_tests::assert_eventually!(
+        WAIT,
+        "no connection write-blocked",
+        danmu_gateway::stats::get(&stats.write_blocked_connections) == 0
     );
     drop(stalled);
     Ok(())

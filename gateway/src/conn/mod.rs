@@ -129,9 +129,11 @@ pub async fn serve<S: Socket>(
         read_buf: BytesMut::new(),
         shared,
         counted: false,
+        blocked_bytes: None,
     };
     task.run(&mut conn).await;
     task.count_close(&conn);
+    task.report_blocked(false, 0);
     if admitted {
         task.shared.stats.connection_ended(label);
     }
@@ -147,6 +149,9 @@ struct Task<S> {
     shared: Arc<Shared>,
     /// The close reason was counted (once, as soon as the connection decided to close).
     counted: bool,
+    /// While the socket is full: the bytes this connection last added to
+    /// `danmu_gateway_write_blocked_bytes`.
+    blocked_bytes: Option<usize>,
 }
 
 impl<S: Socket> Task<S> {
@@ -159,6 +164,16 @@ impl<S: Socket> Task<S> {
             self.write(conn);
             self.carry_out(conn);
             self.count_close(conn);
+            if conn.is_write_blocked() || self.blocked_bytes.is_some() {
+                let queued = self
+                    .member
+                    .as_ref()
+                    .map_or(0, |m| m.outbound.queued_bytes());
+                self.report_blocked(
+                    conn.is_write_blocked(),
+                    conn.transmit().queued_bytes() + queued,
+                );
+            }
             if conn.is_done() {
                 return;
             }
@@ -259,6 +274,20 @@ impl<S: Socket> Task<S> {
         } else {
             self.shared.stats.connection_refused(label, reason.label());
         }
+    }
+
+    /// Keeps the write-blocked gauges (connections whose socket is full, and the bytes they hold
+    /// in their queues) up to date, and counts a stall once when it begins. Only a connection
+    /// that is behind pays for this: one whose writes all go through reports nothing.
+    fn report_blocked(&mut self, blocked: bool, bytes: usize) {
+        let stats = &self.shared.stats;
+        match (self.blocked_bytes, blocked) {
+            (None, true) => stats.write_blocked(bytes as f64, 1.0),
+            (Some(before), true) => stats.write_blocked(bytes as f64 - before as f64, 0.0),
+            (Some(before), false) => stats.write_blocked(-(before as f64), -1.0),
+            (None, false) => {}
+        }
+        self.blocked_bytes = blocked.then_some(bytes);
     }
 
     /// Reads what the socket has and feeds it to the connection.

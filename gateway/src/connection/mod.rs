@@ -336,6 +336,12 @@ impl Connection {
         !self.transmit.is_empty()
     }
 
+    /// The socket would not take all its bytes and the write queue has not emptied since: the
+    /// reader is behind (the stall deadline runs).
+    pub fn is_write_blocked(&self) -> bool {
+        self.stalled_since.is_some()
+    }
+
     /// The earliest deadline: call `handle_timeout` then.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()

@@ -61,7 +61,11 @@ async fn only_a_connection_that_completed_its_handshake_counts_as_a_lost_link() 
     for _ in 0..6 {
         drop(accept().await);
     }
-    assert_eq!(get(&stats.nats_links_down), 0, "failed attempts are not losses");
+    assert_eq!(
+        get(&stats.nats_links_down),
+        0,
+        "failed attempts are not losses"
+    );
 
     // Two links up, then cut: each is a loss.
     for _ in 0..2 {
