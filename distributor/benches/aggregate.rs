@@ -53,7 +53,11 @@ fn drive(messages: u64, rooms: u64, rate: f64, input: Vec<Pending<()>>) -> usize
         if aggregator.next_deadline().is_some_and(|d| d <= now) {
             batches += aggregator.take_due(now).len();
         }
-        if aggregator.push(i as u64 % rooms, message, now).is_some() {
+        if aggregator
+            .push(i as u64 % rooms, message, now)
+            .batch()
+            .is_some()
+        {
             batches += 1;
         }
     }

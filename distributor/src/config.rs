@@ -146,6 +146,15 @@ pub struct WorkerConfig {
     pub knee_rate: f64,
     pub max_batch_messages: usize,
     pub max_batch_bytes: usize,
+    /// The big-room degrade (seed 002), low priority only: messages per second one target (a
+    /// room, mostly) may pass; past it, its messages are sampled down to this rate, evenly, and
+    /// the rest acknowledged without delivery and counted
+    /// (`danmu_distributor_sampled_out_total`; `distributor/src/window.rs`). Unset by default:
+    /// everything on the lane may be sampled, gifts included, so a platform that turns it on
+    /// publishes what must not be dropped on high priority. A value near `max_batch_messages`
+    /// per `max_window` (2,000 with the defaults) keeps a hot room at 10 frames a second per
+    /// viewer. High priority is never sampled and refuses a value.
+    pub max_rate: Option<f64>,
     /// Messages requested per pull.
     pub pull_batch: usize,
     /// Unacknowledged messages the consumer hands out before waiting for acks.
@@ -172,6 +181,7 @@ impl Default for WorkerConfig {
             knee_rate: 10.0,
             max_batch_messages: 200,
             max_batch_bytes: 32 * 1024,
+            max_rate: None,
             pull_batch: 500,
             max_ack_pending: 20_000,
             ack_wait: Duration::from_secs(4),
@@ -193,6 +203,15 @@ impl WorkerConfig {
         }
         if self.knee_rate.is_nan() || self.knee_rate <= 0.0 {
             return invalid("knee_rate", "must be above 0 messages per second");
+        }
+        match self.max_rate {
+            Some(_) if section == "high" => {
+                return invalid("max_rate", "high priority is never sampled: remove the key");
+            }
+            Some(rate) if rate.is_nan() || rate <= 0.0 => {
+                return invalid("max_rate", "must be above 0 messages per second");
+            }
+            _ => {}
         }
         if self.ack_wait < Duration::from_millis(500)
             || self.ack_wait <= self.window * 10
@@ -219,6 +238,7 @@ impl WorkerConfig {
             knee_rate: self.knee_rate,
             max_messages: self.max_batch_messages,
             max_bytes: self.max_batch_bytes,
+            max_rate: self.max_rate.unwrap_or(f64::INFINITY),
         }
     }
 }
@@ -310,6 +330,17 @@ mod tests {
         config.low.ack_wait = Duration::from_secs(6);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("`low.failover`"), "{err}");
+        config.low.ack_wait = Duration::from_secs(4);
+        config.high.max_rate = Some(100.0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`high.max_rate`") && err.contains("never sampled"),
+            "{err}"
+        );
+        config.high.max_rate = None;
+        config.low.max_rate = Some(0.0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`low.max_rate`"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub fn describe() {
         "Messages JetStream handed out again, by priority."
     );
     describe_counter!(
+        "danmu_distributor_sampled_out_total",
+        "Messages of targets past max_rate, acknowledged without delivery (big-room degrade), by priority."
+    );
+    describe_counter!(
         "danmu_distributor_messages_rejected_total",
         "Messages terminated as invalid, by priority and reason."
     );
@@ -123,6 +127,8 @@ pub struct Stats {
     pub offline_stored: AtomicU64,
     /// User pushes JetStream did not store (negatively acknowledged, so redelivered and retried).
     pub offline_store_errors: AtomicU64,
+    /// Messages of targets past `max_rate`, acknowledged without delivery.
+    pub sampled_out: AtomicU64,
 }
 
 impl Stats {
@@ -140,6 +146,8 @@ impl Stats {
             .set(window.max_window.max(window.window).as_secs_f64());
         gauge!("danmu_distributor_window_max_messages", "priority" => priority.token())
             .set(window.max_messages as f64);
+        // Present from the start, so the degrade panel shows 0 rather than no data.
+        counter!("danmu_distributor_sampled_out_total", "priority" => priority.token()).absolute(0);
     }
 
     pub(crate) fn message_in(&self, priority: Priority, redelivered: bool) {
@@ -151,6 +159,13 @@ impl Stats {
             counter!("danmu_distributor_redeliveries_total", "priority" => priority.token())
                 .increment(1);
         }
+    }
+
+    /// A message of a target past `max_rate` was dropped from delivery.
+    pub(crate) fn sampled_out(&self, priority: Priority) {
+        self.sampled_out.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_distributor_sampled_out_total", "priority" => priority.token())
+            .increment(1);
     }
 
     pub(crate) fn message_rejected(&self, priority: Priority, reason: &'static str) {

@@ -16,6 +16,13 @@
 //! weighted average over about a second (`RATE_TAU`), so a burst does not widen the window of a
 //! room that is otherwise quiet for long.
 //!
+//! A target past `max_rate` is degraded (seed 002: a big room gets fewer messages per viewer
+//! rather than a fabric that falls behind): of its messages, a fraction `max_rate / rate` is
+//! kept, spread evenly by a credit counter, and the rest are handed back as sampled out for the
+//! caller to acknowledge and count. The rate estimate counts every message, kept or not, so the
+//! kept rate settles at `max_rate`. Only the low-priority lane has a finite `max_rate`: high
+//! priority (gifts that were paid for, notices) is never sampled.
+//!
 //! Order is preserved per target: a target has at most one open batch, and batches come out in
 //! the order they close.
 
@@ -41,6 +48,9 @@ pub struct WindowConfig {
     pub max_messages: usize,
     /// A batch closes when its payloads add up to this many bytes.
     pub max_bytes: usize,
+    /// Messages per second a target may pass; beyond, its messages are sampled down to this
+    /// rate. `f64::INFINITY`: never sampled.
+    pub max_rate: f64,
 }
 
 impl WindowConfig {
@@ -52,6 +62,7 @@ impl WindowConfig {
             knee_rate: f64::INFINITY,
             max_messages: 1,
             max_bytes: usize::MAX,
+            max_rate: f64::INFINITY,
         }
     }
 
@@ -64,6 +75,28 @@ impl WindowConfig {
         self.window
             .mul_f64((rate / self.knee_rate).min(1e6))
             .min(self.max_window)
+    }
+}
+
+/// What became of a pushed message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed<K, M> {
+    /// It waits in its target's open batch.
+    Waiting,
+    /// A batch closed because of it (it left alone, or the batch reached a size bound).
+    Closed(Batch<K, M>),
+    /// Its target is past `max_rate`: dropped from delivery, handed back to be acknowledged
+    /// and counted.
+    SampledOut(M),
+}
+
+impl<K, M> Pushed<K, M> {
+    /// The batch that closed, if one did.
+    pub fn batch(self) -> Option<Batch<K, M>> {
+        match self {
+            Pushed::Closed(batch) => Some(batch),
+            _ => None,
+        }
     }
 }
 
@@ -91,6 +124,9 @@ struct TargetState<M> {
     /// Messages per second, exponentially weighted (see [`RATE_TAU`]), as of `rate_at`.
     rate: f64,
     rate_at: Instant,
+    /// Sampling credit while past `max_rate`: each message adds `max_rate / rate`, a kept one
+    /// spends 1.
+    credit: f64,
 }
 
 impl<M> TargetState<M> {
@@ -127,17 +163,30 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
         &self.config
     }
 
-    /// Adds a message. Returns a batch when one closes because of it: either the target was
-    /// quiet (the message leaves alone, at once) or the open batch reached a size bound.
-    pub fn push(&mut self, target: K, message: M, now: Instant) -> Option<Batch<K, M>> {
+    /// Adds a message. A batch closes because of it when the target was quiet (the message
+    /// leaves alone, at once) or the open batch reached a size bound; a target past
+    /// `max_rate` may sample it out.
+    pub fn push(&mut self, target: K, message: M, now: Instant) -> Pushed<K, M> {
         let config = self.config;
         let state = self.targets.entry(target.clone()).or_insert(TargetState {
             open: None,
             last_flush: None,
             rate: 0.0,
             rate_at: now,
+            credit: 1.0,
         });
-        let window = config.window_at(state.count(now));
+        let rate = state.count(now);
+        if rate > config.max_rate {
+            state.credit = (state.credit + config.max_rate / rate).min(1.0);
+            // (A tolerance, so that three thirds make a whole.)
+            if state.credit < 1.0 - 1e-9 {
+                return Pushed::SampledOut(message);
+            }
+            state.credit -= 1.0;
+        } else {
+            state.credit = 1.0;
+        }
+        let window = config.window_at(rate);
         let len = message.payload_len();
         match &mut state.open {
             Some(open) => {
@@ -146,12 +195,12 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
                 if open.messages.len() >= config.max_messages || open.bytes >= config.max_bytes {
                     let open = state.open.take().expect("checked above");
                     state.last_flush = Some(now);
-                    return Some(Batch {
+                    return Pushed::Closed(Batch {
                         target,
                         messages: open.messages,
                     });
                 }
-                None
+                Pushed::Waiting
             }
             None => {
                 let quiet = state
@@ -159,7 +208,7 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
                     .is_none_or(|at| now.saturating_duration_since(at) >= window);
                 if quiet || config.max_messages <= 1 || len >= config.max_bytes {
                     state.last_flush = Some(now);
-                    return Some(Batch {
+                    return Pushed::Closed(Batch {
                         target,
                         messages: vec![message],
                     });
@@ -171,7 +220,7 @@ impl<K: Clone + Eq + Hash + Ord, M: PayloadLen> Aggregator<K, M> {
                     closes_at,
                 });
                 self.deadlines.push(Reverse((closes_at, target)));
-                None
+                Pushed::Waiting
             }
         }
     }
@@ -273,6 +322,7 @@ mod tests {
             knee_rate: 50.0,
             max_messages: 4,
             max_bytes: 1000,
+            max_rate: f64::INFINITY,
         }
     }
 
@@ -305,7 +355,11 @@ mod tests {
         for i in 0..rate * seconds {
             let now = t0 + step * i;
             sizes.extend(agg.take_due(now).iter().map(|b| b.messages.len()));
-            sizes.extend(agg.push(1u64, Msg(i, 10), now).map(|b| b.messages.len()));
+            sizes.extend(
+                agg.push(1u64, Msg(i, 10), now)
+                    .batch()
+                    .map(|b| b.messages.len()),
+            );
         }
         sizes
     }
@@ -340,12 +394,13 @@ mod tests {
         for i in 0..2000u32 {
             let now = t0 + Duration::from_millis(1) * i;
             agg.take_due(now);
-            agg.push(1u64, Msg(i, 10), now);
+            agg.push(1u64, Msg(i, 10), now).batch();
         }
         let later = t0 + Duration::from_secs(10);
         agg.take_due(later);
         let batch = agg
             .push(1u64, Msg(9999, 10), later)
+            .batch()
             .expect("quiet again: leaves at once");
         assert_eq!(ids(&batch), [9999]);
     }
@@ -358,11 +413,16 @@ mod tests {
     fn a_quiet_rooms_message_leaves_at_once() {
         let mut agg = Aggregator::new(config());
         let t0 = Instant::now();
-        let batch = agg.push(1u64, Msg(1, 10), t0).expect("leaves at once");
+        let batch = agg
+            .push(1u64, Msg(1, 10), t0)
+            .batch()
+            .expect("leaves at once");
         assert_eq!(ids(&batch), [1]);
         assert_eq!(agg.next_deadline(), None);
         // A whole window later the room is quiet again.
-        let batch = agg.push(1, Msg(2, 10), t0 + Duration::from_millis(20));
+        let batch = agg
+            .push(1, Msg(2, 10), t0 + Duration::from_millis(20))
+            .batch();
         assert_eq!(ids(&batch.unwrap()), [2]);
     }
 
@@ -370,13 +430,15 @@ mod tests {
     fn a_hot_rooms_messages_wait_for_the_window() {
         let mut agg = Aggregator::new(config());
         let t0 = Instant::now();
-        agg.push(1u64, Msg(1, 10), t0).unwrap();
+        agg.push(1u64, Msg(1, 10), t0).batch().unwrap();
         assert!(
             agg.push(1, Msg(2, 10), t0 + Duration::from_millis(1))
+                .batch()
                 .is_none()
         );
         assert!(
             agg.push(1, Msg(3, 10), t0 + Duration::from_millis(5))
+                .batch()
                 .is_none()
         );
         assert_eq!(
@@ -395,17 +457,23 @@ mod tests {
     fn size_bounds_close_a_batch_early_and_leave_no_stale_deadline() {
         let mut agg = Aggregator::new(config());
         let t0 = Instant::now();
-        agg.push(1u64, Msg(0, 1), t0).unwrap();
+        agg.push(1u64, Msg(0, 1), t0).batch().unwrap();
         for i in 1..4 {
-            assert!(agg.push(1, Msg(i, 1), t0).is_none());
+            assert!(agg.push(1, Msg(i, 1), t0).batch().is_none());
         }
-        let batch = agg.push(1, Msg(4, 1), t0).expect("max_messages reached");
+        let batch = agg
+            .push(1, Msg(4, 1), t0)
+            .batch()
+            .expect("max_messages reached");
         assert_eq!(ids(&batch), [1, 2, 3, 4]);
         assert_eq!(agg.next_deadline(), None);
 
         let t1 = t0 + Duration::from_millis(1);
-        assert!(agg.push(1, Msg(5, 600), t1).is_none());
-        let batch = agg.push(1, Msg(6, 600), t1).expect("max_bytes reached");
+        assert!(agg.push(1, Msg(5, 600), t1).batch().is_none());
+        let batch = agg
+            .push(1, Msg(6, 600), t1)
+            .batch()
+            .expect("max_bytes reached");
         assert_eq!(ids(&batch), [5, 6]);
     }
 
@@ -413,10 +481,12 @@ mod tests {
     fn rooms_are_independent_and_due_batches_come_oldest_first() {
         let mut agg = Aggregator::new(config());
         let t0 = Instant::now();
-        agg.push(1u64, Msg(10, 1), t0).unwrap();
-        agg.push(2u64, Msg(20, 1), t0).unwrap();
-        agg.push(2, Msg(21, 1), t0 + Duration::from_millis(2));
-        agg.push(1, Msg(11, 1), t0 + Duration::from_millis(3));
+        agg.push(1u64, Msg(10, 1), t0).batch().unwrap();
+        agg.push(2u64, Msg(20, 1), t0).batch().unwrap();
+        agg.push(2, Msg(21, 1), t0 + Duration::from_millis(2))
+            .batch();
+        agg.push(1, Msg(11, 1), t0 + Duration::from_millis(3))
+            .batch();
         let due = agg.take_due(t0 + Duration::from_millis(30));
         let order: Vec<(u64, Vec<u32>)> = due.iter().map(|b| (b.target, ids(b))).collect();
         assert_eq!(order, [(2, vec![21]), (1, vec![11])]);
@@ -427,7 +497,7 @@ mod tests {
         let mut agg = Aggregator::new(config());
         let t0 = Instant::now();
         for room in 0..100u64 {
-            agg.push(room, Msg(0, 1), t0).unwrap();
+            agg.push(room, Msg(0, 1), t0).batch().unwrap();
         }
         agg.take_due(t0 + RATE_TAU * 3);
         assert!(agg.targets.is_empty());
@@ -437,10 +507,11 @@ mod tests {
     fn take_all_flushes_everything_open() {
         let mut agg = Aggregator::new(config());
         let t0 = Instant::now();
-        agg.push(1u64, Msg(1, 1), t0).unwrap();
-        agg.push(1, Msg(2, 1), t0);
-        agg.push(3u64, Msg(3, 1), t0).unwrap();
-        agg.push(3, Msg(4, 1), t0 + Duration::from_millis(1));
+        agg.push(1u64, Msg(1, 1), t0).batch().unwrap();
+        agg.push(1, Msg(2, 1), t0).batch();
+        agg.push(3u64, Msg(3, 1), t0).batch().unwrap();
+        agg.push(3, Msg(4, 1), t0 + Duration::from_millis(1))
+            .batch();
         let all = agg.take_all();
         assert_eq!(all.len(), 2);
         assert_eq!(ids(&all[0]), [2]);
@@ -453,7 +524,76 @@ mod tests {
         let mut agg = Aggregator::new(WindowConfig::immediate());
         let t0 = Instant::now();
         for i in 0..10 {
-            assert_eq!(ids(&agg.push(1u64, Msg(i, 1), t0).unwrap()), [i]);
+            assert_eq!(ids(&agg.push(1u64, Msg(i, 1), t0).batch().unwrap()), [i]);
+        }
+    }
+
+    /// Pushes `rate` msg/s into room 1 for `seconds` with `max_rate`; returns the ids kept
+    /// (in batches, in order) and the number sampled out.
+    fn sampled(rate: u32, max_rate: f64, seconds: u32) -> (Vec<u32>, usize) {
+        let mut agg = Aggregator::new(WindowConfig {
+            max_rate,
+            ..growing()
+        });
+        let t0 = Instant::now();
+        let step = Duration::from_secs(1) / rate;
+        let (mut kept, mut out) = (Vec::new(), 0);
+        for i in 0..rate * seconds {
+            let now = t0 + step * i;
+            for batch in agg.take_due(now) {
+                kept.extend(ids(&batch));
+            }
+            match agg.push(1u64, Msg(i, 10), now) {
+                Pushed::Closed(batch) => kept.extend(ids(&batch)),
+                Pushed::SampledOut(_) => out += 1,
+                Pushed::Waiting => {}
+            }
+        }
+        for batch in agg.take_all() {
+            kept.extend(ids(&batch));
+        }
+        (kept, out)
+    }
+
+    #[test]
+    fn a_room_past_max_rate_is_sampled_down_to_it_evenly() {
+        let (kept, out) = sampled(1000, 100.0, 6);
+        assert_eq!(kept.len() + out, 6000, "every message kept or handed back");
+        // The rate estimate takes about a second to reach 1,000: count from second 2 on.
+        let settled: Vec<u32> = kept.iter().copied().filter(|&i| i >= 2000).collect();
+        let per_second = settled.len() as f64 / 4.0;
+        assert!(
+            (95.0..=105.0).contains(&per_second),
+            "{per_second} kept per second"
+        );
+        // Evenly: one kept in every ~10, never a long gap (the viewers see a thinner stream,
+        // not a stream with holes).
+        let widest = settled.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        assert!(widest <= 11, "widest gap {widest}");
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "order kept");
+    }
+
+    #[test]
+    fn a_room_under_max_rate_loses_nothing() {
+        let (kept, out) = sampled(500, 600.0, 5);
+        assert_eq!((kept.len(), out), (2500, 0));
+        let (kept, out) = sampled(500, f64::INFINITY, 5);
+        assert_eq!((kept.len(), out), (2500, 0));
+    }
+
+    #[test]
+    fn a_burst_into_a_quiet_room_is_not_sampled() {
+        // 150 messages at once into a room allowed 200 msg/s: the estimate reaches 150.
+        let mut agg = Aggregator::new(WindowConfig {
+            max_rate: 200.0,
+            ..growing()
+        });
+        let t0 = Instant::now();
+        for i in 0..150 {
+            assert!(!matches!(
+                agg.push(1u64, Msg(i, 1), t0),
+                Pushed::SampledOut(_)
+            ));
         }
     }
 }

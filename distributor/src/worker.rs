@@ -23,7 +23,7 @@ use crate::confirm::Confirmations;
 use crate::encode::{Pending, encode_batch};
 use crate::redelivery::Redeliveries;
 use crate::stats::Stats;
-use crate::window::{Aggregator, Batch};
+use crate::window::{Aggregator, Batch, Pushed};
 
 /// Longest time redelivered messages wait for the first new message before leaving sorted.
 const REDELIVERY_HOLD: Duration = Duration::from_millis(100);
@@ -178,8 +178,13 @@ impl Worker {
         aggregator: &mut Aggregator<Scope, Pending<Acker>>,
     ) -> Result<(), WorkerError> {
         for (scope, pending) in messages {
-            if let Some(batch) = aggregator.push(scope, pending, Instant::now()) {
-                self.publish(batch).await?;
+            match aggregator.push(scope, pending, Instant::now()) {
+                Pushed::Closed(batch) => self.publish(batch).await?,
+                Pushed::Waiting => {}
+                Pushed::SampledOut(message) => {
+                    self.stats.sampled_out(self.priority);
+                    self.ack_all(std::slice::from_ref(&message)).await;
+                }
             }
         }
         Ok(())
