@@ -14,9 +14,19 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
+
+/// What [`Outbound::drain_into`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// The queue overflowed: the connection must close as a slow consumer.
+    pub overflowed: bool,
+    /// On a timed queue ([`Outbound::timed`]): when the first batch of this drain was queued.
+    pub queued_at: Option<Instant>,
+}
 
 /// What became of a push. `shed` counts low-priority messages dropped by it.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,6 +55,8 @@ struct Queue {
     low_bytes: usize,
     overflowed: bool,
     closed: bool,
+    /// Timed queues only: when the first item since the last drain was pushed.
+    first_at: Option<Instant>,
 }
 
 impl Queue {
@@ -56,6 +68,10 @@ impl Queue {
     }
 }
 
+/// The gateway times one connection's queue in this many ([`Outbound::timed`]): enough for a
+/// latency histogram, and the others never read the clock on a push.
+pub const TIMED_ONE_IN: u64 = 64;
+
 pub struct Outbound {
     limit: usize,
     queue: Mutex<Queue>,
@@ -64,6 +80,9 @@ pub struct Outbound {
     /// The connection task, woken by a push. A waker slot rather than a `Notify`: waiting on
     /// it stores no future in the connection task (see `conn::Task::wait`).
     waker: AtomicWaker,
+    /// Pushes note when the queue stopped being empty (a clock read per busy spell), so the
+    /// connection task can report how long batches waited for it.
+    timed: bool,
 }
 
 impl Outbound {
@@ -73,7 +92,15 @@ impl Outbound {
             queue: Mutex::new(Queue::default()),
             pushed: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            timed: false,
         }
+    }
+
+    /// The same queue, noting when batches wait (for a sample of connections: the gateway times
+    /// one in [`TIMED_ONE_IN`]).
+    pub fn timed(mut self) -> Self {
+        self.timed = true;
+        self
     }
 
     /// Queues a batch of `messages` messages and wakes the connection task.
@@ -108,6 +135,9 @@ impl Outbound {
             queue.low.push_back((item, messages));
             Push::Queued { shed: 0 }
         };
+        if self.timed && queue.first_at.is_none() {
+            queue.first_at = Some(Instant::now());
+        }
         drop(queue);
         self.pushed.store(true, Ordering::Release);
         self.waker.wake();
@@ -117,14 +147,14 @@ impl Outbound {
     /// Hands queued items to `take` (the connection's write queue): all high priority first
     /// (`take(item, true)`), then low priority (`take(item, false)`) until the write queue,
     /// which already held `pending` bytes, holds `low_budget` bytes, so low priority already
-    /// handed over never delays much high priority. Returns whether the queue overflowed, in
+    /// handed over never delays much high priority. Says whether the queue overflowed, in
     /// which case the connection must close as a slow consumer.
     pub fn drain_into(
         &self,
         mut pending: usize,
         low_budget: usize,
         mut take: impl FnMut(Bytes, bool),
-    ) -> bool {
+    ) -> Drained {
         let mut queue = self.queue.lock().expect("outbound lock");
         while let Some(item) = queue.high.pop_front() {
             queue.bytes -= item.len();
@@ -148,7 +178,10 @@ impl Outbound {
         if queue.low.is_empty() && queue.low.capacity() > 0 {
             queue.low = VecDeque::new();
         }
-        queue.overflowed
+        Drained {
+            overflowed: queue.overflowed,
+            queued_at: queue.first_at.take(),
+        }
     }
 
     /// Refuses further pushes (the connection is closing).
@@ -210,7 +243,11 @@ mod tests {
         );
         assert_eq!(outbound.queued_bytes(), 9);
         let mut local = Vec::new();
-        assert!(!outbound.drain_into(0, usize::MAX, |b, _| local.push(b)));
+        assert!(
+            !outbound
+                .drain_into(0, usize::MAX, |b, _| local.push(b))
+                .overflowed
+        );
         assert_eq!(local, ["hi1", "lo1", "lo2"]);
         assert_eq!(outbound.queued_bytes(), 0);
     }
@@ -250,7 +287,9 @@ mod tests {
         assert_eq!(outbound.push(bytes(1), true, 1), Push::Closed);
         let mut local = Vec::new();
         assert!(
-            outbound.drain_into(0, usize::MAX, |b, _| local.push(b)),
+            outbound
+                .drain_into(0, usize::MAX, |b, _| local.push(b))
+                .overflowed,
             "reports the overflow"
         );
         assert!(local.is_empty());
@@ -298,5 +337,25 @@ mod tests {
             .await
             .expect("woken")
             .unwrap();
+    }
+
+    #[test]
+    fn a_timed_queue_says_when_its_first_batch_waited_from() {
+        let outbound = Outbound::new(100).timed();
+        let before = Instant::now();
+        outbound.push(bytes(10), false, 1);
+        outbound.push(bytes(10), true, 1);
+        let drained = outbound.drain_into(0, usize::MAX, |_, _| {});
+        let at = drained.queued_at.expect("timed");
+        assert!(at >= before && at <= Instant::now());
+        // Taken by the drain: an empty drain has no time.
+        assert_eq!(
+            outbound.drain_into(0, usize::MAX, |_, _| {}).queued_at,
+            None
+        );
+        // An untimed queue never reads the clock.
+        let plain = Outbound::new(100);
+        plain.push(bytes(10), false, 1);
+        assert_eq!(plain.drain_into(0, usize::MAX, |_, _| {}).queued_at, None);
     }
 }

@@ -349,7 +349,14 @@ impl<S: Socket> Task<S> {
                         conn_id: conn.id(),
                         transport: conn.transport(),
                         protover,
-                        outbound: Outbound::new(conn.limits().outbound_queue_bytes),
+                        outbound: {
+                            let outbound = Outbound::new(conn.limits().outbound_queue_bytes);
+                            // Ids start at 1: the first connection is timed, then one in 64.
+                            match (conn.id() - 1) % crate::outbound::TIMED_ONE_IN {
+                                0 => outbound.timed(),
+                                _ => outbound,
+                            }
+                        },
                     });
                     for scope in scopes {
                         groups.join(scope, member.clone());

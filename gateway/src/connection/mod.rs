@@ -409,7 +409,7 @@ impl Connection {
         };
         let transmit = &mut self.transmit;
         let reach = &mut joined.reach;
-        let overflowed = outbound.drain_into(
+        let drained = outbound.drain_into(
             transmit.queued_bytes(),
             self.limits.low_priority_budget,
             |item, high| match reach
@@ -425,7 +425,11 @@ impl Connection {
             },
         );
         self.report_reach(ctx);
-        if overflowed {
+        if let Some(at) = drained.queued_at {
+            ctx.stats()
+                .queue_wait(now.instant.saturating_duration_since(at));
+        }
+        if drained.overflowed {
             self.close(now, CloseReason::SlowConsumer, ctx);
         }
         self.update_timers();
