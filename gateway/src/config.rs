@@ -53,6 +53,10 @@ pub struct Config {
     /// Default 10s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub write_stall_timeout: Duration,
+    /// One connection in this many has its queue timed for
+    /// `danmu_gateway_queue_wait_seconds` (the others never read the clock on a push; 1 times
+    /// every connection). Default 64.
+    pub queue_wait_sample: u64,
     /// Kernel send buffer per client socket (SO_SNDBUF, bytes; Linux doubles it for its own
     /// bookkeeping); 0 leaves the kernel's autotuning, which grows to megabytes per slow reader.
     /// Bounding it bounds kernel memory per connection and makes a slow reader show in the
@@ -135,6 +139,7 @@ impl Default for Config {
             max_handshake_bytes: 8 * 1024,
             outbound_queue_bytes: 1024 * 1024,
             write_stall_timeout: Duration::from_secs(10),
+            queue_wait_sample: 64,
             socket_send_buffer_bytes: Some(64 * 1024),
             reach_retry: Duration::from_secs(1),
             reach_max_retries: 3,
@@ -251,6 +256,12 @@ impl Config {
         }
         if self.reach_max_pending == 0 {
             return invalid("reach_max_pending", "must be at least 1");
+        }
+        if self.queue_wait_sample == 0 {
+            return invalid(
+                "queue_wait_sample",
+                "must be at least 1 (1: every connection)",
+            );
         }
         if self.write_stall_timeout < Duration::from_millis(100) {
             return invalid("write_stall_timeout", "must be at least 100ms");
@@ -376,6 +387,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("nats_tls_cert"), "{err}");
+        let err = Config {
+            queue_wait_sample: 0,
+            ..valid()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`queue_wait_sample`"), "{err}");
     }
 
     #[test]

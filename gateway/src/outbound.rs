@@ -68,10 +68,6 @@ impl Queue {
     }
 }
 
-/// The gateway times one connection's queue in this many ([`Outbound::timed`]): enough for a
-/// latency histogram, and the others never read the clock on a push.
-pub const TIMED_ONE_IN: u64 = 64;
-
 pub struct Outbound {
     limit: usize,
     queue: Mutex<Queue>,
@@ -97,7 +93,7 @@ impl Outbound {
     }
 
     /// The same queue, noting when batches wait (for a sample of connections: the gateway times
-    /// one in [`TIMED_ONE_IN`]).
+    /// one in `queue_wait_sample`, 64 by default; the others never read the clock on a push).
     pub fn timed(mut self) -> Self {
         self.timed = true;
         self

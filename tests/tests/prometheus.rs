@@ -430,6 +430,8 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
         &distributor_config(&url, "dist-1", dist_metrics[0]),
     )?;
     let gateway_metrics = free_port();
+    // `queue_wait_sample = 1`: every connection's queue is timed, so the queue-wait panel has
+    // data whichever connections get traffic (by default one in 64 is).
     let gateway = GatewayProcess::start(
         &url,
         "gw-prom",
@@ -438,7 +440,7 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
             "region = \"A\"\nmetrics_listen = \"127.0.0.1:{gateway_metrics}\"\n\
              max_connections = {MAX_CONNECTIONS}\nreport_interval = \"500ms\"\nnode_ttl = \"3s\"\n\
              reach_retry = \"200ms\"\nreach_max_retries = 2\noutbound_queue_bytes = 65536\n\
-             socket_send_buffer_bytes = 4096\n[upstream]\nenabled = true\n"
+             socket_send_buffer_bytes = 4096\nqueue_wait_sample = 1\n[upstream]\nenabled = true\n"
         ),
     )
     .await?;

@@ -351,8 +351,8 @@ impl<S: Socket> Task<S> {
                         protover,
                         outbound: {
                             let outbound = Outbound::new(conn.limits().outbound_queue_bytes);
-                            // Ids start at 1: the first connection is timed, then one in 64.
-                            match (conn.id() - 1) % crate::outbound::TIMED_ONE_IN {
+                            // Ids start at 1: the first connection is timed, then one in N.
+                            match (conn.id() - 1) % conn.limits().queue_wait_sample {
                                 0 => outbound.timed(),
                                 _ => outbound,
                             }

@@ -73,6 +73,8 @@ pub struct Limits {
     /// A connection whose socket takes no byte for this long while data waits is cut off as a
     /// slow consumer, even if shedding low priority kept its queue within bounds.
     pub write_stall: Duration,
+    /// One connection in this many has its outbound queue timed (`crate::outbound`).
+    pub queue_wait_sample: u64,
     /// Low priority handed to the write queue at a time (bytes): what high priority may have to
     /// wait behind.
     pub low_priority_budget: usize,
@@ -102,6 +104,7 @@ impl Limits {
             close_linger: config.close_linger,
             drain_period: config.drain_period,
             write_stall: config.write_stall_timeout,
+            queue_wait_sample: config.queue_wait_sample.max(1),
             low_priority_budget: 64 * 1024,
             proxy_protocol: config.proxy_protocol,
         }

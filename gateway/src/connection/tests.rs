@@ -92,6 +92,7 @@ fn limits() -> Limits {
         },
         close_linger: Duration::from_secs(1),
         drain_period: Duration::from_secs(10),
+        queue_wait_sample: 64,
         write_stall: Duration::from_secs(10),
         low_priority_budget: 1000,
         proxy_protocol: false,
