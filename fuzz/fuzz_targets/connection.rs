@@ -80,6 +80,7 @@ fn limits(proxy_protocol: bool) -> Limits {
         close_linger: Duration::from_secs(1),
         drain_period: Duration::from_secs(1),
         write_stall: Duration::from_secs(1),
+        queue_wait_sample: 64,
         low_priority_budget: 4096,
         proxy_protocol,
     }
@@ -126,5 +127,8 @@ fuzz_target!(|data: &[u8]| {
         unix_ms: 1_700_000_100_000,
     };
     conn.handle_timeout(end, ctx);
-    assert!(conn.close_reason().is_some(), "the heartbeat timeout closes everything");
+    assert!(
+        conn.close_reason().is_some(),
+        "the heartbeat timeout closes everything"
+    );
 });

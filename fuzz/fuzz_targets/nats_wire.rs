@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
             match wire::parse(&mut buf, max) {
                 Ok(Some(_)) => assert!(buf.len() < before, "an operation consumed nothing"),
                 Ok(None) => {
-                    assert_eq!(buf, snapshot, "an incomplete operation must not be consumed");
+                    assert_eq!(
+                        buf, snapshot,
+                        "an incomplete operation must not be consumed"
+                    );
                     break;
                 }
                 Err(_) => break,
