@@ -124,18 +124,19 @@ async fn a_permissions_error_on_one_room_keeps_the_other_rooms_receiving() -> an
     )
     .await?;
     let port = server.ports().client;
-    // The distributor and the business connect without credentials, as `admin`.
+    // The distributor and the business connect without credentials, as `admin` (this server
+    // has its own users, not the test fabric's).
     let admin_url = server.client_url();
     let keys = Keys::generate();
-    let distributor = danmu_distributor::start(fabric::distributor_config(&admin_url, "A"))
+    let mut distributor = fabric::distributor_config(&admin_url, "A");
+    distributor.nats_nkey_seed = None;
+    let distributor = danmu_distributor::start(distributor)
         .await
         .with_context(|| format!("nats-server log:\n{}", server.log_tail()))?;
-    let gateway = fabric::start_gateway(fabric::gateway_config(
-        &format!("nats://gw:gwpw@127.0.0.1:{port}"),
-        "A",
-        &keys,
-    ))
-    .await?;
+    let mut gateway =
+        fabric::gateway_config(&format!("nats://gw:gwpw@127.0.0.1:{port}"), "A", &keys);
+    gateway.nats_nkey_seed = None;
+    let gateway = fabric::start_gateway(gateway).await?;
     let business = async_nats::connect(admin_url.as_str()).await?;
     let tcp = gateway.tcp_addr.unwrap();
     let mut member = room::join(&keys, Transport::Tcp, tcp, 1, open_room, 3).await?;
@@ -211,6 +212,7 @@ async fn a_gateway_reaches_an_operator_mode_server_with_a_creds_file() -> anyhow
     std::fs::write(&creds_path, gateway_creds)?;
     let keys = Keys::generate();
     let mut config = fabric::gateway_config(&server.client_url(), "A", &keys);
+    config.nats_nkey_seed = None;
     config.nats_creds = Some(creds_path.display().to_string());
     let gateway = fabric::start_gateway(config)
         .await
@@ -367,7 +369,7 @@ async fn lame_duck_mode_moves_the_edge_links_to_another_server_before_it_closes(
         "moved after {:?}: that is the server closing us, not lame-duck mode",
         moved.elapsed()
     );
-    let business = cluster.regions[other].connect().await?;
+    let business = cluster.regions[other].connect_publisher().await?;
     edge_batches_reach(&business, &mut member, room).await?;
     Ok(())
 }

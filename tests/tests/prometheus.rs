@@ -443,7 +443,7 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
     )
     .await?;
     let (ws, tcp) = (gateway.ws_addr, gateway.tcp_addr);
-    let business = server.connect().await?;
+    let business = server.connect_publisher().await?;
 
     // Readers: brotli, raw and zlib clients (so the gateway builds both variants), one that
     // acknowledges high priority.
