@@ -87,8 +87,9 @@ pub fn gateway_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_gatewa
     }
 }
 
-/// The seed file of the test user of `role` in `region`, as the services' configs take it.
-fn seed_path(role: Role, region: &str) -> String {
+/// The seed file of the test user of `role` in `region`, as the services' configs take it
+/// (`nats_nkey_seed`).
+pub fn seed_path(role: Role, region: &str) -> String {
     test_user_of(role, region)
         .seed_file
         .to_string_lossy()
@@ -108,6 +109,12 @@ pub async fn start_gateway(
     }
     let listeners = danmu_gateway::Listeners::bind(&config).await?;
     danmu_gateway::start(listeners, config).await
+}
+
+/// The `nats_nkey_seed = "..."` line of a service's TOML config for the test user of `role` in
+/// `region`.
+pub fn seed_toml(role: Role, region: &str) -> String {
+    format!("nats_nkey_seed = {:?}\n", seed_path(role, region))
 }
 
 /// A distributor config for `region` with a short failover, so tests that kill one do not
@@ -310,7 +317,7 @@ impl GatewayProcess {
         let seed = if extra.contains("nats_nkey_seed") || extra.contains("nats_creds") {
             String::new()
         } else {
-            format!("nats_nkey_seed = {:?}\n", seed_path(Role::Gateway, &region))
+            seed_toml(Role::Gateway, &region)
         };
         let config = format!(
             "node_id = \"{node_id}\"\nnats_url = \"{nats_url}\"\ntoken_public_key_path = \"{}\"\n\

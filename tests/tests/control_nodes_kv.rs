@@ -81,6 +81,7 @@ async fn node_list_follows_the_kv_bucket() -> anyhow::Result<()> {
 
     let control = fabric::start_control(danmu_control::Config {
         nats_url: nats.client_url(),
+        nats_nkey_seed: Some(fabric::seed_path(Role::Control, "A").into()),
         private_key_pem: Some(Keys::generate().private_pem.into()),
         default_region: "A".into(),
         ..Default::default()

@@ -13,6 +13,7 @@ use danmu_tests::assert_eventually;
 use danmu_tests::client::{Client, Transport};
 use danmu_tests::fabric::{self, Keys, SingleRegion};
 use danmu_tests::nats::security::{self, Operator, Pki, User};
+use danmu_tests::nats::permissions::Role;
 use danmu_tests::nats::single_with;
 use danmu_tests::room::{self, danmu, receive_sequences};
 use prost::Message as _;
@@ -167,16 +168,16 @@ async fn a_permissions_error_on_one_room_keeps_the_other_rooms_receiving() -> an
 /// Publishes edge batches for `room` (as the distributor would) until `member` gets one: the
 /// room's subscription reaches the server a moment after the join.
 async fn edge_batches_reach(
-    business: &async_nats::Client,
+    publisher: &async_nats::Client,
     member: &mut Client,
     room: u64,
 ) -> anyhow::Result<()> {
     let subject = subjects::edge(Priority::Low, &Scope::Room(room));
     for seq in 1..200 {
-        business
+        publisher
             .publish(subject.clone(), edge_batch(seq, &danmu(seq)))
             .await?;
-        business.flush().await?;
+        publisher.flush().await?;
         if let Ok(got) = member.messages(1, Duration::from_millis(100)).await {
             assert_eq!(room::sequence(&got[0])?, Some(seq));
             return Ok(());
@@ -369,8 +370,11 @@ async fn lame_duck_mode_moves_the_edge_links_to_another_server_before_it_closes(
         "moved after {:?}: that is the server closing us, not lame-duck mode",
         moved.elapsed()
     );
-    let business = cluster.regions[other].connect_publisher().await?;
-    edge_batches_reach(&business, &mut member, room).await?;
+    // Edge batches are the distributor's to publish: as its user.
+    let as_distributor = danmu_tests::nats::users::test_user_of(Role::Distributor, "A")
+        .connect(&cluster.regions[other].client_url())
+        .await?;
+    edge_batches_reach(&as_distributor, &mut member, room).await?;
     Ok(())
 }
 

@@ -97,6 +97,9 @@ const NODES_KV: &str = "$KV.danmu_nodes.>";
 /// JetStream API, acks and replies: every service uses JetStream.
 const JETSTREAM: [&str; 3] = ["$JS.API.>", "$JS.ACK.>", "_INBOX.>"];
 
+/// Purging the offline stream: the gateway's one exception to [`stream_admin_subjects`].
+pub const OFFLINE_PURGE: &str = "$JS.API.STREAM.PURGE.DANMU_OFFLINE";
+
 /// The JetStream API calls that create, change or remove the push streams of `regions` and the
 /// offline stream: only the distributor, which owns them, may make them. (Gateways and control
 /// may create the nodes KV bucket, whichever starts first.)
@@ -144,7 +147,14 @@ pub fn permissions(role: Role, region: &str, regions: &[&str]) -> Permissions {
                 "danmu.hist.>",
                 "danmu.offline.>",
             ]);
-            deny.extend(stream_admin_subjects(regions));
+            // The gateway removes the offline pushes it handed to a connecting user with a
+            // purge of DANMU_OFFLINE filtered to the user's subject (gateway/src/offline.rs);
+            // nats-server cannot tell that from a whole purge, so the gateway may purge it.
+            deny.extend(
+                stream_admin_subjects(regions)
+                    .into_iter()
+                    .filter(|s| s != OFFLINE_PURGE),
+            );
             Permissions {
                 publish: Rules { allow, deny },
                 subscribe: Rules {
@@ -240,6 +250,13 @@ mod tests {
                 .allow
                 .iter()
                 .any(|s| s.starts_with("danmu.push"))
+        );
+        assert!(!gateway.publish.deny.contains(&OFFLINE_PURGE.to_owned()));
+        assert!(
+            permissions(Role::Control, "B", &["A", "B"])
+                .publish
+                .deny
+                .contains(&OFFLINE_PURGE.to_owned())
         );
         let echo = permissions(Role::GatewayEcho, "B", &["A", "B"]);
         assert!(
