@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use danmu_tests::fabric::{self, Keys};
-use danmu_tests::nats::permissions::Role;
 use danmu_tests::http::get_json;
+use danmu_tests::nats::permissions::Role;
 use danmu_tests::{eventually, supercluster};
 
 fn node_ids(list: &serde_json::Value) -> Vec<String> {
