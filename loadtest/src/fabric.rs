@@ -150,7 +150,9 @@ impl Drop for Fabric {
 
 impl Fabric {
     pub async fn start(options: &FabricOptions) -> anyhow::Result<Fabric> {
-        let nats = danmu_tests::single()
+        // Without the test fabric's users: the benchmark's processes and its nats-server
+        // WebSocket peer connect anonymously.
+        let nats = danmu_tests::nats::single_with(String::new(), false)
             .await
             .context("starting nats-server")?;
         let keys = Keys::generate();
@@ -241,7 +243,7 @@ impl Fabric {
         std::fs::write(&path, config)?;
         let mut gateway = ChildProcess::spawn(name, bin, &path, self.dir.path())?;
         let deadline = Instant::now() + READY_DEADLINE;
-        let js = async_nats::jetstream::new(self.nats.connect().await?);
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.client_url()).await?);
         loop {
             gateway.check_running()?;
             let up = match js.get_key_value(subjects::NODES_BUCKET).await {
@@ -270,7 +272,7 @@ impl Fabric {
 
     async fn wait_distributor(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_DEADLINE;
-        let js = async_nats::jetstream::new(self.nats.connect().await?);
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.client_url()).await?);
         let stream = subjects::push_stream("A", Priority::Low);
         loop {
             self.check_running()?;

@@ -110,6 +110,82 @@ pub fn render_nats_auth(
     config_map_file(&yaml, "danmu.conf")
 }
 
+/// The nkey users of the chart's `danmu.conf` for a values file (relative to the chart) with
+/// `users`' public keys (and `ci/secrets-values.yaml` for the secrets the render needs), the
+/// demo echo on or off: each user's `nkey` and `permissions` as JSON, in the chart's order.
+pub fn rendered_nkey_users(
+    values_file: &str,
+    users: &ServiceUsers,
+    echo_to_room: bool,
+) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+    let set = [
+        format!("natsAuth.gateway.nkey={}", users.gateway.public_key()),
+        format!(
+            "natsAuth.distributor.nkey={}",
+            users.distributor.public_key()
+        ),
+        format!("natsAuth.control.nkey={}", users.control.public_key()),
+        "natsAuth.publishers[0].name=backend".into(),
+        format!(
+            "natsAuth.publishers[0].nkey={}",
+            users.publisher.public_key()
+        ),
+        format!("gateway.config.upstream.echo_to_room={echo_to_room}"),
+    ];
+    let yaml = render(
+        "templates/nats-auth.yaml",
+        &[values_file, "ci/secrets-values.yaml"],
+        &set,
+    )?;
+    let conf = config_map_file(&yaml, "danmu.conf")?;
+    let mut out = Vec::new();
+    for line in authorization_block(&conf)?.lines() {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            continue;
+        }
+        let user: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("a user line: {line}"))?;
+        if let Some(nkey) = user["nkey"].as_str() {
+            out.push((nkey.to_owned(), user["permissions"].clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// The `region` and `regions` of a values file (relative to the chart), read from its
+/// top-level `region: x` and `regions: [x, y]` lines.
+pub fn values_regions(values_file: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let path = chart_dir().join(values_file);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .map(|rest| rest.trim().to_owned())
+            .with_context(|| format!("{values_file} has no top-level `{key}` line"))
+    };
+    let region = value("region:")?;
+    let regions = value("regions:")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect();
+    Ok((region, regions))
+}
+
+/// The chart's per-region values files (`values-*.yaml`), sorted.
+pub fn region_values_files() -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<String> = std::fs::read_dir(chart_dir())?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("values-") && name.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// One template of the chart rendered by `helm template`, with values files (relative to the
 /// chart) and `--set` values.
 pub fn render(template: &str, values_files: &[&str], set: &[String]) -> anyhow::Result<String> {

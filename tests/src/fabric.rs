@@ -1,9 +1,13 @@
 //! Builders that run danmu's own services in-process against real NATS servers, on free
-//! loopback ports, with test-friendly defaults.
+//! loopback ports, with test-friendly defaults. Each service connects as its role's test user of
+//! its region ([`crate::nats::users`]), under the chart's permissions.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use danmu_proto::token::{self, Claims, TokenIssuer};
+
+use crate::nats::permissions::Role;
+use crate::nats::users::test_user_of;
 
 /// A signing key pair, as control and the gateways would hold it.
 pub struct Keys {
@@ -64,12 +68,15 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A gateway config on free loopback ports for `region`, verifying with `keys`.
+/// A gateway config on free loopback ports for `region`, verifying with `keys`, connecting as
+/// the test gateway user of `region` ([`start_gateway`] switches to the echo gateway's user
+/// when `upstream.echo_to_room` is on).
 pub fn gateway_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_gateway::Config {
     danmu_gateway::Config {
         node_id: format!("gw-{region}-{}", rand_suffix()),
         region: region.into(),
         nats_url: nats_url.into(),
+        nats_nkey_seed: Some(seed_path(Role::Gateway, region)),
         token_public_key_pem: Some(keys.public_pem.clone()),
         ws_listen: Some(([127, 0, 0, 1], 0).into()),
         tcp_listen: Some(([127, 0, 0, 1], 0).into()),
@@ -80,18 +87,42 @@ pub fn gateway_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_gatewa
     }
 }
 
+/// The seed file of the test user of `role` in `region`, as the services' configs take it
+/// (`nats_nkey_seed`).
+pub fn seed_path(role: Role, region: &str) -> String {
+    test_user_of(role, region)
+        .seed_file
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Starts a gateway in-process. With `upstream.echo_to_room` on, a gateway that connects as
+/// its region's plain test gateway user connects as the echo gateway's instead (the chart
+/// grants the echo's publishes only when it is configured).
 pub async fn start_gateway(
-    config: danmu_gateway::Config,
+    mut config: danmu_gateway::Config,
 ) -> anyhow::Result<danmu_gateway::Gateway> {
+    if config.upstream.echo_to_room
+        && config.nats_nkey_seed.as_deref() == Some(&seed_path(Role::Gateway, &config.region))
+    {
+        config.nats_nkey_seed = Some(seed_path(Role::GatewayEcho, &config.region));
+    }
     let listeners = danmu_gateway::Listeners::bind(&config).await?;
     danmu_gateway::start(listeners, config).await
 }
 
+/// The `nats_nkey_seed = "..."` line of a service's TOML config for the test user of `role` in
+/// `region`.
+pub fn seed_toml(role: Role, region: &str) -> String {
+    format!("nats_nkey_seed = {:?}\n", seed_path(role, region))
+}
+
 /// A distributor config for `region` with a short failover, so tests that kill one do not
-/// wait long for the standby.
+/// wait long for the standby; it connects as the test distributor user of `region`.
 pub fn distributor_config(nats_url: &str, region: &str) -> danmu_distributor::Config {
     let mut config = danmu_distributor::Config {
         nats_url: nats_url.into(),
+        nats_nkey_seed: Some(seed_path(Role::Distributor, region).into()),
         region: region.into(),
         instance: format!("dist-{region}-{}", rand_suffix()),
         ..Default::default()
@@ -110,7 +141,7 @@ fn rand_suffix() -> u32 {
 }
 
 /// One region on one real nats-server: keys, a distributor, a gateway and a business
-/// connection, the set most integration tests start from.
+/// connection (the test publisher user), the set most integration tests start from.
 pub struct SingleRegion {
     pub server: crate::NatsServer,
     pub keys: Keys,
@@ -128,7 +159,15 @@ impl SingleRegion {
     pub async fn start_with(
         configure: impl FnOnce(&mut danmu_distributor::Config, &mut danmu_gateway::Config),
     ) -> anyhow::Result<SingleRegion> {
-        let server = crate::single().await?;
+        Self::start_on(crate::single().await?, configure).await
+    }
+
+    /// Starts on `server` (region A, listing the test users: e.g. [`crate::nats::single_with`]
+    /// a [`crate::nats::FabricUsers`] block) with the test defaults adjusted by `configure`.
+    pub async fn start_on(
+        server: crate::NatsServer,
+        configure: impl FnOnce(&mut danmu_distributor::Config, &mut danmu_gateway::Config),
+    ) -> anyhow::Result<SingleRegion> {
         let url = server.client_url();
         let keys = Keys::generate();
         let mut distributor = distributor_config(&url, "A");
@@ -137,7 +176,7 @@ impl SingleRegion {
         Ok(SingleRegion {
             distributor: danmu_distributor::start(distributor).await?,
             gateway: start_gateway(gateway).await?,
-            business: async_nats::connect(url.as_str()).await?,
+            business: crate::nats::connect_publisher(&url).await?,
             server,
             keys,
         })
@@ -176,10 +215,12 @@ impl SingleRegion {
     }
 }
 
-/// A control config against `nats_url`, signing with `keys`, serving presence for `region`.
+/// A control config against `nats_url`, signing with `keys`, serving presence for `region`,
+/// connecting as the test control user of `region`.
 pub fn control_config(nats_url: &str, region: &str, keys: &Keys) -> danmu_control::Config {
     danmu_control::Config {
         nats_url: nats_url.into(),
+        nats_nkey_seed: Some(seed_path(Role::Control, region).into()),
         private_key_pem: Some(keys.private_pem.clone().into()),
         regions: vec![region.into()],
         default_region: region.into(),
@@ -254,8 +295,8 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Starts `danmu-gateway` with `extra` TOML lines after the basics, and waits until it
-    /// accepts connections.
+    /// Starts `danmu-gateway` with `extra` TOML lines after the basics (region A's test gateway
+    /// user unless `extra` says otherwise), and waits until it accepts connections.
     pub async fn start(
         nats_url: &str,
         node_id: &str,
@@ -266,9 +307,21 @@ impl GatewayProcess {
         let key_path = dir.path().join("control.pub.pem");
         std::fs::write(&key_path, &keys.public_pem)?;
         let (ws, tcp) = (crate::ports::free_port(), crate::ports::free_port());
+        let region = extra
+            .lines()
+            .find_map(|line| {
+                let value = line.strip_prefix("region")?.trim().strip_prefix('=')?;
+                Some(value.trim().trim_matches('"').to_owned())
+            })
+            .unwrap_or_else(|| "A".to_owned());
+        let seed = if extra.contains("nats_nkey_seed") || extra.contains("nats_creds") {
+            String::new()
+        } else {
+            seed_toml(Role::Gateway, &region)
+        };
         let config = format!(
             "node_id = \"{node_id}\"\nnats_url = \"{nats_url}\"\ntoken_public_key_path = \"{}\"\n\
-             ws_listen = \"127.0.0.1:{ws}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\n{extra}\n",
+             ws_listen = \"127.0.0.1:{ws}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\n{seed}{extra}\n",
             key_path.display()
         );
         let config_path = dir.path().join("gateway.toml");

@@ -10,7 +10,11 @@
 //! - [`nats`]: starts real nats-server processes (a standalone server, or a supercluster of one
 //!   server per region joined by gateways) from one config renderer, [`nats::server_config`],
 //!   that the `local-nats` dev binary (`src/bin/local-nats.rs`) uses too. Processes are killed
-//!   and their stores removed on Drop.
+//!   and their stores removed on Drop. Every server of [`single`] and [`supercluster`] requires
+//!   authentication: the fabric's nkey users with the Helm chart's permissions
+//!   ([`nats::permissions`], [`nats::users`]); the services of [`fabric`] connect as their own,
+//!   business connections as the publisher ([`nats::connect_publisher`]), and tests that set up
+//!   or inspect as the admin ([`nats::connect_admin`]).
 //! - [`wait`]: [`wait::eventually`] and [`assert_eventually!`]: poll a condition until a
 //!   deadline instead of sleeping.
 //! - [`room`]: joining clients to a room, warming a room's path up, publishing, sequences.

@@ -49,7 +49,7 @@ impl Fixture {
             3,
         )
         .await?;
-        let business = async_nats::connect(url.as_str()).await?;
+        let business = danmu_tests::nats::connect_publisher(&url).await?;
         room::warm_up(&business, ROOM, &mut [&mut witness], WAIT).await?;
         Ok(Fixture {
             _server: server,

@@ -9,7 +9,9 @@
 //! - a business publisher's JetStream publish is stored (acked);
 //! - the gateway's user cannot publish into a push stream, directly or through the business
 //!   subjects (the chart's default leaves the demo echo off);
-//! - the business user cannot subscribe to edge subjects.
+//! - the business user cannot subscribe to edge subjects;
+//! - the chart's permissions, for every region's values file, are exactly those the test and
+//!   dev fabrics run with (`danmu_tests::nats::permissions`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use async_nats::{ConnectOptions, Event, ServerError};
 use danmu_tests::chart::{self, ServiceUsers};
 use danmu_tests::fabric::{self, Keys};
 use danmu_tests::nats::mappings_block;
+use danmu_tests::nats::permissions::{Role, permissions};
 use tokio::sync::mpsc;
 
 const SMOKE_ROOM: u64 = 990_001;
@@ -210,6 +213,58 @@ fn the_charts_service_configs_load_in_the_services() -> anyhow::Result<()> {
         assert_eq!(control.region.as_deref(), Some(region));
         assert_eq!(control.api_keys.len(), 2);
         assert_eq!(control.regions, ["eu", "us", "ap"]);
+    }
+    Ok(())
+}
+
+/// The chart's rendered permissions are, user for user, the lists the test servers and
+/// `local-nats` run with (`danmu_tests::nats::permissions`), for every region's values file,
+/// with the demo echo off (the chart's default) and on: the two cannot drift apart.
+#[test]
+fn the_charts_permissions_are_the_ones_the_test_and_dev_fabrics_run_with() -> anyhow::Result<()> {
+    let files = chart::region_values_files()?;
+    assert!(files.len() >= 3, "{files:?}");
+    let users = ServiceUsers::generate();
+    for file in &files {
+        let (region, regions) = chart::values_regions(file)?;
+        let regions: Vec<&str> = regions.iter().map(String::as_str).collect();
+        assert!(
+            regions.contains(&region.as_str()),
+            "{file}: {region} not in {regions:?}"
+        );
+        for echo in [false, true] {
+            let rendered = chart::rendered_nkey_users(file, &users, echo)?;
+            let gateway = if echo {
+                Role::GatewayEcho
+            } else {
+                Role::Gateway
+            };
+            let expected = [
+                (&users.gateway, gateway),
+                (&users.distributor, Role::Distributor),
+                (&users.control, Role::Control),
+                (&users.publisher, Role::Publisher),
+            ]
+            .map(|(key, role)| {
+                (
+                    key.public_key(),
+                    permissions(role, &region, &regions).to_json(),
+                )
+            });
+            assert_eq!(
+                rendered.len(),
+                expected.len(),
+                "{file} (echo {echo}): {rendered:#?}"
+            );
+            for ((nkey, got), (key, want)) in rendered.iter().zip(&expected) {
+                assert_eq!(nkey, key, "{file} (echo {echo}): the users' order");
+                assert_eq!(
+                    got, want,
+                    "{file} (echo {echo}): user {nkey}: the chart's permissions differ from \
+                     danmu_tests::nats::permissions"
+                );
+            }
+        }
     }
     Ok(())
 }

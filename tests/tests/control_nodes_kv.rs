@@ -8,6 +8,7 @@ use async_nats::jetstream::kv;
 use danmu_control::nodes::NodesResponse;
 use danmu_proto::internal::NodeReport;
 use danmu_tests::fabric::{self, Keys};
+use danmu_tests::nats::permissions::Role;
 use danmu_tests::{eventually, http};
 use prost::Message;
 
@@ -55,9 +56,10 @@ async fn wait_for(addr: SocketAddr, what: &str, count: usize) -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_list_follows_the_kv_bucket() -> anyhow::Result<()> {
     let nats = danmu_tests::single().await?;
-    let js = nats.jetstream().await?;
-    // A gateway got there first, with a longer max age than control's node_ttl: control must
+    // As a gateway's user: a gateway got there first, with a longer max age than control's node_ttl: control must
     // use the bucket as it is.
+    let gateway_user = danmu_tests::nats::users::test_user_of(Role::Gateway, "A");
+    let js = async_nats::jetstream::new(gateway_user.connect(&nats.client_url()).await?);
     let bucket = js
         .create_key_value(kv::Config {
             bucket: "danmu_nodes".into(),
@@ -79,6 +81,7 @@ async fn node_list_follows_the_kv_bucket() -> anyhow::Result<()> {
 
     let control = fabric::start_control(danmu_control::Config {
         nats_url: nats.client_url(),
+        nats_nkey_seed: Some(fabric::seed_path(Role::Control, "A").into()),
         private_key_pem: Some(Keys::generate().private_pem.into()),
         default_region: "A".into(),
         ..Default::default()

@@ -38,7 +38,7 @@ async fn killing_the_active_distributor_loses_nothing_acknowledged_and_keeps_ord
         2,
     )
     .await?;
-    let business = async_nats::connect(url.as_str()).await?;
+    let business = danmu_tests::nats::connect_publisher(&url).await?;
     {
         let mut clients: Vec<&mut Client> = vec![&mut ws, &mut tcp];
         room::warm_up(&business, room_id, &mut clients, Duration::from_secs(20)).await?;

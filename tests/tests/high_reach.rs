@@ -107,7 +107,7 @@ async fn lossy_clients_get_every_high_priority_message_once_through_retries() ->
         3,
     )
     .await?;
-    let business = async_nats::connect(url.as_str()).await?;
+    let business = danmu_tests::nats::connect_publisher(&url).await?;
     room::warm_up_scope(
         &business,
         Priority::High,

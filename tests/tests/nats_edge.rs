@@ -12,6 +12,7 @@ use danmu_proto::subjects::{self, Priority, Scope};
 use danmu_tests::assert_eventually;
 use danmu_tests::client::{Client, Transport};
 use danmu_tests::fabric::{self, Keys, SingleRegion};
+use danmu_tests::nats::permissions::Role;
 use danmu_tests::nats::security::{self, Operator, Pki, User};
 use danmu_tests::nats::single_with;
 use danmu_tests::room::{self, danmu, receive_sequences};
@@ -124,18 +125,19 @@ async fn a_permissions_error_on_one_room_keeps_the_other_rooms_receiving() -> an
     )
     .await?;
     let port = server.ports().client;
-    // The distributor and the business connect without credentials, as `admin`.
+    // The distributor and the business connect without credentials, as `admin` (this server
+    // has its own users, not the test fabric's).
     let admin_url = server.client_url();
     let keys = Keys::generate();
-    let distributor = danmu_distributor::start(fabric::distributor_config(&admin_url, "A"))
+    let mut distributor = fabric::distributor_config(&admin_url, "A");
+    distributor.nats_nkey_seed = None;
+    let distributor = danmu_distributor::start(distributor)
         .await
         .with_context(|| format!("nats-server log:\n{}", server.log_tail()))?;
-    let gateway = fabric::start_gateway(fabric::gateway_config(
-        &format!("nats://gw:gwpw@127.0.0.1:{port}"),
-        "A",
-        &keys,
-    ))
-    .await?;
+    let mut gateway =
+        fabric::gateway_config(&format!("nats://gw:gwpw@127.0.0.1:{port}"), "A", &keys);
+    gateway.nats_nkey_seed = None;
+    let gateway = fabric::start_gateway(gateway).await?;
     let business = async_nats::connect(admin_url.as_str()).await?;
     let tcp = gateway.tcp_addr.unwrap();
     let mut member = room::join(&keys, Transport::Tcp, tcp, 1, open_room, 3).await?;
@@ -166,16 +168,16 @@ async fn a_permissions_error_on_one_room_keeps_the_other_rooms_receiving() -> an
 /// Publishes edge batches for `room` (as the distributor would) until `member` gets one: the
 /// room's subscription reaches the server a moment after the join.
 async fn edge_batches_reach(
-    business: &async_nats::Client,
+    publisher: &async_nats::Client,
     member: &mut Client,
     room: u64,
 ) -> anyhow::Result<()> {
     let subject = subjects::edge(Priority::Low, &Scope::Room(room));
     for seq in 1..200 {
-        business
+        publisher
             .publish(subject.clone(), edge_batch(seq, &danmu(seq)))
             .await?;
-        business.flush().await?;
+        publisher.flush().await?;
         if let Ok(got) = member.messages(1, Duration::from_millis(100)).await {
             assert_eq!(room::sequence(&got[0])?, Some(seq));
             return Ok(());
@@ -211,6 +213,7 @@ async fn a_gateway_reaches_an_operator_mode_server_with_a_creds_file() -> anyhow
     std::fs::write(&creds_path, gateway_creds)?;
     let keys = Keys::generate();
     let mut config = fabric::gateway_config(&server.client_url(), "A", &keys);
+    config.nats_nkey_seed = None;
     config.nats_creds = Some(creds_path.display().to_string());
     let gateway = fabric::start_gateway(config)
         .await
@@ -367,8 +370,11 @@ async fn lame_duck_mode_moves_the_edge_links_to_another_server_before_it_closes(
         "moved after {:?}: that is the server closing us, not lame-duck mode",
         moved.elapsed()
     );
-    let business = cluster.regions[other].connect().await?;
-    edge_batches_reach(&business, &mut member, room).await?;
+    // Edge batches are the distributor's to publish: as its user.
+    let as_distributor = danmu_tests::nats::users::test_user_of(Role::Distributor, "A")
+        .connect(&cluster.regions[other].client_url())
+        .await?;
+    edge_batches_reach(&as_distributor, &mut member, room).await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use danmu_tests::fabric::{self, Keys};
 use danmu_tests::http::get_json;
+use danmu_tests::nats::permissions::Role;
 use danmu_tests::{eventually, supercluster};
 
 fn node_ids(list: &serde_json::Value) -> Vec<String> {
@@ -39,6 +40,7 @@ async fn control_lists_healthy_gateways_nearest_region_first() -> anyhow::Result
 
     let control = fabric::start_control(danmu_control::Config {
         nats_url: cluster.region("B").client_url(),
+        nats_nkey_seed: Some(fabric::seed_path(Role::Control, "B").into()),
         private_key_pem: Some(keys.private_pem.clone().into()),
         regions: vec!["A".into(), "B".into()],
         node_ttl: Duration::from_secs(5),

@@ -29,7 +29,7 @@ async fn an_offline_users_pushes_arrive_on_connect_once_and_in_order() -> anyhow
     let keys = Keys::generate();
     let distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
     let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
-    let js = jetstream::new(async_nats::connect(url.as_str()).await?);
+    let js = jetstream::new(danmu_tests::nats::connect_publisher(&url).await?);
     let uid = 7;
     let stored = || Stats::get(&distributor.stats.offline_stored);
 
@@ -76,7 +76,7 @@ async fn expired_offline_pushes_never_arrive() -> anyhow::Result<()> {
     config.offline.max_age = Duration::from_secs(1);
     let distributor = danmu_distributor::start(config).await?;
     let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
-    let js = jetstream::new(async_nats::connect(url.as_str()).await?);
+    let js = jetstream::new(danmu_tests::nats::connect_publisher(&url).await?);
     let uid = 8;
     for n in 0..3 {
         publish_high(&js, uid, n).await?;
@@ -121,7 +121,7 @@ async fn two_hundred_users_reconnecting_in_another_region_all_get_their_push() -
     }
     let url_b = cluster.region("B").client_url();
     let gateway_b = fabric::start_gateway(fabric::gateway_config(&url_b, "B", &keys)).await?;
-    let js = jetstream::new(async_nats::connect(cluster.region("A").client_url()).await?);
+    let js = jetstream::new(cluster.region("A").connect_publisher().await?);
     for uid in 1..=USERS {
         publish_high(&js, 1000 + uid, uid).await?;
     }

@@ -150,7 +150,8 @@ async fn a_killed_gateway_process_exits_its_connections_once() -> anyhow::Result
     // keeps one exit per connection.
     let _control = fabric::start_control(config.clone()).await?;
     let _replica = fabric::start_control(config).await?;
-    let nats = async_nats::connect(url.as_str()).await?;
+    // Admin: the test reads the presence stream's messages one by one (inspection).
+    let nats = danmu_tests::nats::connect_admin(&url).await?;
     let js = async_nats::jetstream::new(nats.clone());
     eventually("control created the presence stream", WAIT, async || {
         js.get_stream(subjects::presence_stream("A")).await.ok()
@@ -277,7 +278,7 @@ async fn online_counts_add_up_across_gateways_and_regions() -> anyhow::Result<()
     )
     .await?;
 
-    let nats = async_nats::connect(cluster.region("B").client_url().as_str()).await?;
+    let nats = cluster.region("B").connect_publisher().await?;
     let named = query(&nats, r#"{"rooms":[7,8,9]}"#).await?;
     assert_eq!(named.rooms, [(7, 4), (8, 1), (9, 0)]);
     assert_eq!((named.total, named.gateways), (5, 2));

@@ -72,7 +72,7 @@ async fn high_priority_gets_through_a_low_priority_flood_and_shedding_is_counted
         3,
     )
     .await?;
-    let business = async_nats::connect(url.as_str()).await?;
+    let business = danmu_tests::nats::connect_publisher(&url).await?;
     room::warm_up(&business, ROOM, &mut [&mut slow, &mut fast], WAIT).await?;
     room::warm_up_scope(
         &business,

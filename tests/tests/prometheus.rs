@@ -25,7 +25,8 @@ use bytes::Bytes;
 use danmu_proto::frame::{Frame, op};
 use danmu_proto::subjects::{Priority, Scope};
 use danmu_tests::client::{Client, Event, Transport};
-use danmu_tests::fabric::{GatewayProcess, Keys};
+use danmu_tests::fabric::{self, GatewayProcess, Keys};
+use danmu_tests::nats::permissions::Role;
 use danmu_tests::ports::free_port;
 use danmu_tests::{eventually, http, room};
 use serde_json::Value;
@@ -119,8 +120,9 @@ fn distributor_config(nats_url: &str, instance: &str, metrics: u16) -> String {
     let worker = "ack_wait = \"2s\"\nfailover = \"60s\"\n";
     format!(
         "nats_url = \"{nats_url}\"\nregion = \"A\"\ninstance = \"{instance}\"\n\
-         ensure_streams = true\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
-         [low]\nwindow = \"20ms\"\n{worker}[high]\n{worker}"
+         ensure_streams = true\nmetrics_listen = \"127.0.0.1:{metrics}\"\n{seed}\
+         [low]\nwindow = \"20ms\"\n{worker}[high]\n{worker}",
+        seed = fabric::seed_toml(Role::Distributor, "A"),
     )
 }
 
@@ -417,8 +419,9 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
             "listen = \"{control_addr}\"\nmetrics_listen = \"{control_metrics}\"\n\
              nats_url = \"{url}\"\nprivate_key_pem_path = \"{}\"\napi_keys = []\n\
              regions = [\"A\"]\ndefault_region = \"A\"\nregion = \"A\"\nnode_ttl = \"3s\"\n\
-             online_publish_interval = \"200ms\"\n",
-            key_path.display()
+             online_publish_interval = \"200ms\"\n{}",
+            key_path.display(),
+            fabric::seed_toml(Role::Control, "A"),
         ),
     )?;
 
@@ -445,7 +448,7 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
     )
     .await?;
     let (ws, tcp) = (gateway.ws_addr, gateway.tcp_addr);
-    let business = server.connect().await?;
+    let business = server.connect_publisher().await?;
 
     // Readers: brotli, raw and zlib clients (so the gateway builds both variants), one that
     // acknowledges high priority.

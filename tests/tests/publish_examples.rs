@@ -1,12 +1,18 @@
 //! The README's examples work against a running fabric: the publishing ones, Python (nats-py) and
 //! Rust, each reaching a member of the room (publishing the same `Nats-Msg-Id` twice delivers
 //! once), and the Python viewer (websockets) that watches a room over the raw protocol.
+//!
+//! The publishing examples connect without credentials, as the README runs them against
+//! `scripts/up`'s fabric, whose servers take such clients as the business publisher
+//! (`no_auth_user`, [`FabricUsers::anonymous_publisher`]): so does this test's server, and so the
+//! examples publish under the publisher's permissions.
 
 use std::process::Command;
 use std::time::Duration;
 
 use danmu_tests::client::Transport;
 use danmu_tests::fabric::SingleRegion;
+use danmu_tests::nats::{FabricUsers, single_with};
 use danmu_tests::room;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -18,7 +24,11 @@ fn text_of(payload: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_and_rust_examples_reach_the_room_once() -> anyhow::Result<()> {
-    let f = SingleRegion::start().await?;
+    // Region A's test users, and anonymous clients taken as the publisher, as local-nats does.
+    let mut users = FabricUsers::for_tests(&["A"])?;
+    users.anonymous_publisher = true;
+    let server = single_with(users.authorization_block("A"), false).await?;
+    let f = SingleRegion::start_on(server, |_, _| {}).await?;
     let url = f.url();
     let mut member = f.join(Transport::WebSocket, 5, 1001, 3).await?;
     room::warm_up(&f.business, 1001, &mut [&mut member], WAIT).await?;

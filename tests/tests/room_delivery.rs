@@ -53,7 +53,7 @@ async fn a_room_message_reaches_every_member_in_both_regions_and_no_one_else() -
     .await?;
 
     // A business publishes from region A with a plain core NATS client.
-    let business = async_nats::connect(cluster.region("A").client_url()).await?;
+    let business = cluster.region("A").connect_publisher().await?;
     {
         let mut clients: Vec<&mut Client> = members.iter_mut().map(|(_, c)| c).collect();
         room::warm_up(&business, room, &mut clients, WAIT).await?;
@@ -111,7 +111,7 @@ async fn a_burst_of_1000_arrives_complete_in_order_aggregated_and_compressed_onc
             room::join(&keys, transport, addr, i as u64 + 1, room, protover).await?,
         ));
     }
-    let business = async_nats::connect(url.as_str()).await?;
+    let business = danmu_tests::nats::connect_publisher(&url).await?;
     {
         let mut clients: Vec<&mut Client> = members.iter_mut().map(|(_, c)| c).collect();
         room::warm_up(&business, room, &mut clients, WAIT).await?;

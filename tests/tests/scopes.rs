@@ -42,7 +42,7 @@ async fn every_scope_reaches_exactly_its_connections_across_regions() -> anyhow:
 
     // The business publishes from region A; region B's targets are reached through NATS
     // gateways. Each scope is warmed up first so its interest has reached both clusters.
-    let business = async_nats::connect(cluster.region("A").client_url()).await?;
+    let business = cluster.region("A").connect_publisher().await?;
     for (priority, scope, reached) in &cases {
         let mut targets: Vec<&mut Client> = clients
             .iter_mut()

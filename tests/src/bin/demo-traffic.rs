@@ -10,6 +10,10 @@
 //! Mostly `DANMU_MSG` comments with varied texts, colours and senders; every so often a
 //! `SEND_GIFT`. Given several NATS URLs (one per region), messages alternate between them, so
 //! both regions' ingest paths carry traffic. Each message carries a unique `Nats-Msg-Id`.
+//!
+//! Credentials: none by default, which `scripts/up`'s servers take as the business publisher
+//! (`no_auth_user`); against servers that require a user (the Helm chart's), `--nkey-seed` names
+//! a business publisher's seed file (`natsAuth.publishers`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +48,9 @@ struct Args {
     /// Send only comments with this text (no gifts) instead of the built-in variety.
     #[arg(long)]
     text: Option<String>,
+    /// A business publisher's nkey seed file (`SU...`) to connect with; none: no credentials.
+    #[arg(long, env = "DANMU_DEMO_NKEY_SEED")]
+    nkey_seed: Option<std::path::PathBuf>,
     /// Publish through JetStream and wait for the stream's acknowledgement of each message.
     #[arg(long)]
     ack: bool,
@@ -64,9 +71,22 @@ async fn main() -> anyhow::Result<()> {
     if urls.is_empty() {
         bail!("--nats needs at least one URL");
     }
+    let seed = match &args.nkey_seed {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --nkey-seed {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
     let mut clients = Vec::with_capacity(urls.len());
     for url in &urls {
-        let client = async_nats::ConnectOptions::new()
+        let options = match &seed {
+            Some(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options
             .name("danmu-demo-traffic")
             .connection_timeout(Duration::from_secs(5))
             .connect(*url)

@@ -3,13 +3,21 @@
 //! Region i (0 = A) listens on client 4222+i, monitor 8222+i, WebSocket 4242+i, route 6222+i and
 //! gateway 7222+i; config, log and JetStream store of each region live under `<dir>/<region>` and
 //! survive a restart. The configs come from the same renderer the tests use.
+//!
+//! Every server requires authentication, with the Helm chart's users and permissions
+//! (`danmu_tests::nats::permissions`, checked against the chart by `tests/tests/chart_fabric.rs`):
+//! per region, the nkey users of the gateway (`nats-gateway-<region>.nk`; the dev gateways run
+//! the demo echo, so they use `nats-gateway-echo-<region>.nk`), distributor and control, and one
+//! business publisher (`nats-publisher.nk`), their seeds read from `--keys` (`scripts/up` writes
+//! them once with `danmu-control nkey --out`). Clients without credentials are taken as the
+//! business publisher (`no_auth_user`), so the README's publish commands work as they are.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use danmu_tests::nats::{PortLayout, Supercluster, SuperclusterBuilder};
+use danmu_tests::nats::{FabricUsers, PortLayout, Supercluster, SuperclusterBuilder};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -21,6 +29,9 @@ struct Args {
     /// Regions, in port order.
     #[arg(long, value_delimiter = ',', default_value = "A,B")]
     regions: Vec<String>,
+    /// Where the NATS users' nkey seeds are (`nats-<role>-<region>.nk`, `nats-publisher.nk`).
+    #[arg(long, default_value = ".dev/keys")]
+    keys: PathBuf,
     /// Remove the directory first (a fresh JetStream).
     #[arg(long)]
     clean: bool,
@@ -37,10 +48,18 @@ async fn main() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     let regions: Vec<&str> = args.regions.iter().map(String::as_str).collect();
+    let users = FabricUsers::from_dir(&args.keys, &regions).with_context(|| {
+        format!(
+            "reading the NATS users' seeds in {} (scripts/up writes them with \
+             `danmu-control nkey --out FILE`)",
+            args.keys.display()
+        )
+    })?;
     eprintln!("starting regions {regions:?} under {}", dir.display());
     let mut cluster = SuperclusterBuilder::new(&regions)
         .ports(PortLayout::Dev)
         .store_root(&dir)
+        .users(users)
         .ready_timeout(Duration::from_secs(args.ready_timeout_secs))
         .start()
         .await?;

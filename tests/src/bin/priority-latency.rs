@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     config.socket_send_buffer_bytes = Some(16 * 1024);
     let gateway = fabric::start_gateway(config).await?;
     let room_id = 1;
-    let business = async_nats::connect(url.as_str()).await?;
+    let business = danmu_tests::nats::connect_publisher(&url).await?;
 
     let low_received = Arc::new(AtomicU64::new(0));
     let mut members = Vec::new();
@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flood_sent = Arc::new(AtomicU64::new(0));
     // The flood has its own connection, as another business backend would.
-    let flooder = async_nats::connect(url.as_str()).await?;
+    let flooder = danmu_tests::nats::connect_publisher(&url).await?;
     let flood = {
         let (stop, sent, rate) = (stop.clone(), flood_sent.clone(), args.low_rate);
         tokio::spawn(async move {

@@ -6,17 +6,22 @@
 //! - `server`: [`NatsServer`], one process; killed and its store removed on Drop.
 //! - `supercluster`: [`single`], [`supercluster`] and [`SuperclusterBuilder`], with readiness checks.
 //! - `monitor`: a raw HTTP GET for the monitoring port.
+//! - `permissions`: each role's publish/subscribe allow/deny lists, the chart's, per region.
+//! - `users`: the nkey users of a fabric (tests' and `local-nats`'), rendered with those
+//!   permissions into the `authorization` block every test server and `local-nats` runs with.
 //! - `security`: certificates (rcgen), nkeys and JWTs for servers that require TLS and
 //!   authentication, and the config blocks that say so.
 
 mod binary;
 mod config;
 mod monitor;
+pub mod permissions;
 pub mod security;
 mod server;
 mod supercluster;
 #[cfg(test)]
 mod tests;
+pub mod users;
 
 pub use binary::{BINARY_ENV, MIN_VERSION, binary};
 pub use config::{
@@ -28,3 +33,4 @@ pub use supercluster::{
     PortLayout, SINGLE_READY_TIMEOUT, SUPERCLUSTER_READY_TIMEOUT, Supercluster,
     SuperclusterBuilder, single, single_with, supercluster,
 };
+pub use users::{FabricUsers, NkeyUser, connect_admin, connect_publisher};

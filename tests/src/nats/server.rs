@@ -262,16 +262,28 @@ impl NatsServer {
         monitor::get_json(self.spec.ports.monitor, path).await
     }
 
-    /// A client connected to this server.
-    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::connect(self.client_url())
+    /// A client connected to this server as the test admin user (everything allowed: see
+    /// [`super::users::test_admin`]), for setting up and inspecting; servers started by
+    /// [`super::single`] and [`super::supercluster`] list it.
+    pub async fn connect_admin(&self) -> anyhow::Result<async_nats::Client> {
+        super::users::test_admin()
+            .connect(&self.client_url())
             .await
-            .with_context(|| format!("connecting to {} ({})", self.name(), self.client_url()))
+            .with_context(|| format!("connecting to {} as admin", self.name()))
     }
 
-    /// A JetStream context on a new connection to this server.
-    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        Ok(async_nats::jetstream::new(self.connect().await?))
+    /// A client connected to this server as the test business publisher (the chart's
+    /// publisher permissions for this server's region).
+    pub async fn connect_publisher(&self) -> anyhow::Result<async_nats::Client> {
+        super::users::test_publisher()
+            .connect(&self.client_url())
+            .await
+            .with_context(|| format!("connecting to {} as the publisher", self.name()))
+    }
+
+    /// A JetStream context on a new admin connection to this server.
+    pub async fn jetstream_admin(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        Ok(async_nats::jetstream::new(self.connect_admin().await?))
     }
 }
 

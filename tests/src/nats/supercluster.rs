@@ -10,6 +10,7 @@ use tempfile::TempDir;
 
 use super::config::{Gateway, ServerPorts, ServerSpec};
 use super::server::{NatsServer, ServerDir};
+use super::users::FabricUsers;
 use crate::wait::eventually;
 
 /// A standalone server is healthy in well under a second; a supercluster elects its JetStream
@@ -20,16 +21,19 @@ pub const SUPERCLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Starts with free ports are retried this often when a server exits while starting.
 const START_ATTEMPTS: usize = 3;
 
-/// One JetStream server, cluster (region) "A", with the region mappings for A; returns once
-/// JetStream answers.
+/// One JetStream server, cluster (region) "A", with the region mappings for A and the test
+/// users of region A ([`FabricUsers::for_tests`]: no anonymous clients); returns once JetStream
+/// answers.
 ///
 /// It is standalone, not a one-server cluster: a clustered JetStream never elects a meta leader
 /// without a route, gateway or leaf connection to another server. Stream placement is ignored.
 pub async fn single() -> anyhow::Result<NatsServer> {
-    single_with(String::new(), false).await
+    let users = FabricUsers::for_tests(&["A"])?;
+    single_with(users.authorization_block("A"), false).await
 }
 
-/// [`single`] with `extra` appended to its config (TLS, users, an operator: see
+/// A standalone server like [`single`], but without the test users: `extra` is appended to its
+/// config (TLS, users, an operator: see
 /// [`super::security`]); `operator_mode` when `extra` sets an operator (the region mappings
 /// are then left out: operator mode keeps them in account JWTs).
 pub async fn single_with(extra: String, operator_mode: bool) -> anyhow::Result<NatsServer> {
@@ -98,7 +102,8 @@ impl Supercluster {
     }
 }
 
-/// A supercluster of one server per region, gateways between all, JetStream on: ready once
+/// A supercluster of one server per region, gateways between all, JetStream on, with the test
+/// users of those regions ([`FabricUsers::for_tests`]): ready once
 /// every server is healthy, sees a meta leader and has gateways to and from every other region.
 /// `supercluster(&["A", "B"])` is the usual two-region setup.
 pub async fn supercluster(regions: &[&str]) -> anyhow::Result<Supercluster> {
@@ -124,6 +129,8 @@ pub struct SuperclusterBuilder {
     ports: PortLayout,
     store_root: Option<PathBuf>,
     ready_timeout: Duration,
+    /// Whose `authorization` block every server gets; `None`: the test users of the regions.
+    users: Option<FabricUsers>,
 }
 
 impl SuperclusterBuilder {
@@ -133,7 +140,15 @@ impl SuperclusterBuilder {
             ports: PortLayout::Free,
             store_root: None,
             ready_timeout: SUPERCLUSTER_READY_TIMEOUT,
+            users: None,
         }
+    }
+
+    /// The users every server lists (each with its own region's block): `local-nats` passes
+    /// the dev users; the default is [`FabricUsers::for_tests`] of the regions.
+    pub fn users(mut self, users: FabricUsers) -> Self {
+        self.users = Some(users);
+        self
     }
 
     pub fn ports(mut self, ports: PortLayout) -> Self {
@@ -173,7 +188,18 @@ impl SuperclusterBuilder {
     }
 
     /// The spec of every region, given its ports and the directory its store goes under.
-    fn specs(&self, ports: &[ServerPorts], dirs: &[&std::path::Path]) -> Vec<ServerSpec> {
+    fn specs(
+        &self,
+        ports: &[ServerPorts],
+        dirs: &[&std::path::Path],
+    ) -> anyhow::Result<Vec<ServerSpec>> {
+        let users = match &self.users {
+            Some(users) => users.clone(),
+            None => {
+                let regions: Vec<&str> = self.regions.iter().map(String::as_str).collect();
+                FabricUsers::for_tests(&regions)?
+            }
+        };
         let gateways: Vec<Gateway> = self
             .regions
             .iter()
@@ -183,7 +209,8 @@ impl SuperclusterBuilder {
                 port: p.gateway,
             })
             .collect();
-        self.regions
+        Ok(self
+            .regions
             .iter()
             .zip(ports)
             .zip(dirs)
@@ -193,10 +220,10 @@ impl SuperclusterBuilder {
                 ports: *p,
                 store_dir: dir.join("store"),
                 gateways: gateways.clone(),
-                extra: String::new(),
+                extra: users.authorization_block(region),
                 operator_mode: false,
             })
-            .collect()
+            .collect())
     }
 
     /// Starts every server and waits until the supercluster is ready.
@@ -246,7 +273,7 @@ impl SuperclusterBuilder {
             });
         }
         let paths: Vec<&std::path::Path> = dirs.iter().map(ServerDir::path).collect();
-        let specs = self.specs(&ports, &paths);
+        let specs = self.specs(&ports, &paths)?;
         let mut regions = Vec::new();
         for (spec, dir) in specs.into_iter().zip(dirs) {
             // On error, the servers spawned so far are killed as `regions` drops.

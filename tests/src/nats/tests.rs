@@ -32,7 +32,7 @@ async fn single_server_acks_jetstream_publishes_through_the_region_mapping() {
         .await
         .expect("WebSocket listener is up");
 
-    let js = server.jetstream().await.unwrap();
+    let js = server.jetstream_admin().await.unwrap();
     let mut lo = js
         .create_stream(stream("PUSH_LO_A", "danmu.in.A.lo.>", None))
         .await
@@ -65,7 +65,7 @@ async fn drop_kills_the_process_and_removes_the_store() {
 #[tokio::test]
 async fn restart_keeps_ports_and_store() {
     let mut server = single().await.unwrap();
-    let js = server.jetstream().await.unwrap();
+    let js = server.jetstream_admin().await.unwrap();
     js.create_stream(stream("KEEP", "keep.>", None))
         .await
         .unwrap();
@@ -82,7 +82,7 @@ async fn restart_keeps_ports_and_store() {
     assert_eq!(server.client_url(), url);
     assert_ne!(server.pid(), old_pid);
 
-    let js = server.jetstream().await.unwrap();
+    let js = server.jetstream_admin().await.unwrap();
     let mut keep = js.get_stream("KEEP").await.unwrap();
     assert_eq!(keep.info().await.unwrap().state.messages, 1);
 }
@@ -97,8 +97,8 @@ async fn supercluster_carries_core_and_jetstream_messages_between_regions() {
 
     // Core NATS: published on A, received on B. Interest crosses the gateway asynchronously,
     // so publish until one arrives.
-    let on_a = a.connect().await.unwrap();
-    let on_b = b.connect().await.unwrap();
+    let on_a = a.connect_admin().await.unwrap();
+    let on_b = b.connect_admin().await.unwrap();
     let mut sub = on_b.subscribe("hello.b").await.unwrap();
     on_b.flush().await.unwrap();
     let got = eventually("a message from A to arrive on B", WAIT, async || {
@@ -113,7 +113,7 @@ async fn supercluster_carries_core_and_jetstream_messages_between_regions() {
 
     // JetStream: a push published via B is mapped to B's ingest subject and stored in a stream
     // placed in cluster B.
-    let js = b.jetstream().await.unwrap();
+    let js = b.jetstream_admin().await.unwrap();
     let mut lo_b = js
         .create_stream(stream("PUSH_LO_B", "danmu.in.B.lo.>", Some("B")))
         .await
@@ -139,7 +139,7 @@ async fn supercluster_carries_core_and_jetstream_messages_between_regions() {
     let started = Instant::now();
     cluster.region_mut("B").restart().await.unwrap();
     eprintln!("region B healthy again after {:.1?}", started.elapsed());
-    let js = cluster.region("B").jetstream().await.unwrap();
+    let js = cluster.region("B").jetstream_admin().await.unwrap();
     let mut lo_b = js.get_stream("PUSH_LO_B").await.unwrap();
     assert_eq!(lo_b.info().await.unwrap().state.messages, 1);
 }
