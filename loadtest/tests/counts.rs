@@ -73,11 +73,17 @@ fn assert_exact(report: &Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_exact_counts_for_our_fabric_and_for_the_peer() -> anyhow::Result<()> {
-    let server = danmu_tests::single().await?;
+    // Without the test fabric's NATS users, as `danmu-load fabric` runs it: the load tool's
+    // publisher and the peer's WebSocket clients connect anonymously.
+    let server = danmu_tests::nats::single_with(String::new(), false).await?;
     let url = server.client_url();
     let keys = Keys::generate();
-    let _distributor = danmu_distributor::start(fabric::distributor_config(&url, "A")).await?;
-    let gateway = fabric::start_gateway(fabric::gateway_config(&url, "A", &keys)).await?;
+    let mut distributor = fabric::distributor_config(&url, "A");
+    distributor.nats_nkey_seed = None;
+    let _distributor = danmu_distributor::start(distributor).await?;
+    let mut gateway = fabric::gateway_config(&url, "A", &keys);
+    gateway.nats_nkey_seed = None;
+    let gateway = fabric::start_gateway(gateway).await?;
     let token = TokenSource::Key {
         private_pem: keys.private_pem.clone(),
     };
