@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use danmu_tests::fabric::{self, Keys};
-use danmu_tests::supercluster;
+use danmu_tests::nats::{FabricUsers, SuperclusterBuilder};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,7 +30,14 @@ fn gateway_config(url: &str, region: &str, keys: &Keys) -> danmu_gateway::Config
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let cluster = supercluster(&REGIONS).await?;
+    // The page tests publish as a business does on the dev fabric: without credentials, taken
+    // as the business publisher (`no_auth_user`); the services connect as their own users.
+    let mut users = FabricUsers::for_tests(&REGIONS)?;
+    users.anonymous_publisher = true;
+    let cluster = SuperclusterBuilder::new(&REGIONS)
+        .users(users)
+        .start()
+        .await?;
     let keys = Keys::generate();
     let mut controls = Vec::new();
     let mut distributors = Vec::new();
