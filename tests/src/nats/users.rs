@@ -251,7 +251,11 @@ fn test_user(dir: &Path, name: &str) -> anyhow::Result<NkeyUser> {
         .map_err(|e| anyhow::anyhow!("the seed of {name}: {e}"))?;
     let path = dir.join(format!("{name}.nk"));
     if std::fs::read_to_string(&path).ok().as_deref() != Some(seed.as_str()) {
-        let temp = dir.join(format!("{name}.nk.{}", std::process::id()));
+        // Unique per process and per call: tests of one process run on parallel threads, and a
+        // shared temporary name would let one thread's rename take another's file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!("{name}.nk.{}.{n}", std::process::id()));
         std::fs::write(&temp, &seed).with_context(|| format!("writing {}", temp.display()))?;
         std::fs::rename(&temp, &path).with_context(|| format!("writing {}", path.display()))?;
     }
