@@ -324,4 +324,24 @@ mod tests {
         assert!(block.contains("\"danmu.in.B.>\""), "{block}");
         assert!(!block.contains("\"danmu.in.A.>\""), "{block}");
     }
+
+    #[test]
+    fn threads_writing_the_same_seed_at_once_all_succeed() {
+        // A race needs a clean directory: 20 rounds, each on a fresh one.
+        for _ in 0..20 {
+            let dir = tempfile::TempDir::with_prefix("danmu-users-").unwrap();
+            let users: Vec<NkeyUser> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..16)
+                    .map(|_| scope.spawn(|| test_user(dir.path(), "gateway-A")))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert!(users.windows(2).all(|w| w[0] == w[1]));
+            let seed = std::fs::read_to_string(&users[0].seed_file).unwrap();
+            assert!(seed.starts_with("SU"), "{seed}");
+        }
+    }
 }
