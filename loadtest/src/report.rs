@@ -158,12 +158,22 @@ pub fn table(comparison: &Comparison) -> String {
             _ => "-".into(),
         }
     });
-    row("edge CPU µs per delivery", &|r| {
-        format!("{} {:.3}", r.edge, r.edge_cpu_us_per_delivery)
-    });
-    row("all servers CPU µs per delivery", &|r| {
-        format!("{:.3}", r.server_cpu_us_per_delivery)
-    });
+    // Without a watched server process (`danmu-load run` without `--watch`) there is no
+    // server CPU to report: "-", not a measured 0.
+    row(
+        "edge CPU µs per delivery",
+        &|r| match r.servers.is_empty() {
+            true => "- (no --watch)".into(),
+            false => format!("{} {:.3}", r.edge, r.edge_cpu_us_per_delivery),
+        },
+    );
+    row(
+        "all servers CPU µs per delivery",
+        &|r| match r.servers.is_empty() {
+            true => "-".into(),
+            false => format!("{:.3}", r.server_cpu_us_per_delivery),
+        },
+    );
     row("client CPU µs per delivery", &|r| {
         format!("{:.3}", r.client_cpu_us_per_delivery)
     });
