@@ -85,9 +85,24 @@ pub fn render_nats_auth(
     smoke_password: &str,
     smoke_room: u64,
 ) -> anyhow::Result<String> {
-    let set = [
+    let mut set = nkey_values(users);
+    set.extend([
         format!("region={region}"),
         format!("regions={{{}}}", regions.join(",")),
+        format!("tests.natsPassword={smoke_password}"),
+        format!("tests.room={smoke_room}"),
+        "gateway.advertiseHost=127.0.0.1".into(),
+        // Secrets the render needs but this file does not use.
+        "signingKey.existingSecret=unused".into(),
+        "natsAuth.existingSecret=unused".into(),
+    ]);
+    let yaml = render("templates/nats-auth.yaml", &[], &set)?;
+    config_map_file(&yaml, "danmu.conf")
+}
+
+/// The `--set` values naming `users`' public keys: one nkey per service, one publisher.
+fn nkey_values(users: &ServiceUsers) -> Vec<String> {
+    vec![
         format!("natsAuth.gateway.nkey={}", users.gateway.public_key()),
         format!(
             "natsAuth.distributor.nkey={}",
@@ -99,15 +114,7 @@ pub fn render_nats_auth(
             "natsAuth.publishers[0].nkey={}",
             users.publisher.public_key()
         ),
-        format!("tests.natsPassword={smoke_password}"),
-        format!("tests.room={smoke_room}"),
-        "gateway.advertiseHost=127.0.0.1".into(),
-        // Secrets the render needs but this file does not use.
-        "signingKey.existingSecret=unused".into(),
-        "natsAuth.existingSecret=unused".into(),
-    ];
-    let yaml = render("templates/nats-auth.yaml", &[], &set)?;
-    config_map_file(&yaml, "danmu.conf")
+    ]
 }
 
 /// The nkey users of the chart's `danmu.conf` for a values file (relative to the chart) with
@@ -118,20 +125,10 @@ pub fn rendered_nkey_users(
     users: &ServiceUsers,
     echo_to_room: bool,
 ) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
-    let set = [
-        format!("natsAuth.gateway.nkey={}", users.gateway.public_key()),
-        format!(
-            "natsAuth.distributor.nkey={}",
-            users.distributor.public_key()
-        ),
-        format!("natsAuth.control.nkey={}", users.control.public_key()),
-        "natsAuth.publishers[0].name=backend".into(),
-        format!(
-            "natsAuth.publishers[0].nkey={}",
-            users.publisher.public_key()
-        ),
-        format!("gateway.config.upstream.echo_to_room={echo_to_room}"),
-    ];
+    let mut set = nkey_values(users);
+    set.push(format!(
+        "gateway.config.upstream.echo_to_room={echo_to_room}"
+    ));
     let yaml = render(
         "templates/nats-auth.yaml",
         &[values_file, "ci/secrets-values.yaml"],

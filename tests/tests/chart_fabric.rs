@@ -16,12 +16,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use async_nats::{ConnectOptions, Event, ServerError};
+use async_nats::ConnectOptions;
 use danmu_tests::chart::{self, ServiceUsers};
 use danmu_tests::fabric::{self, Keys};
 use danmu_tests::nats::mappings_block;
 use danmu_tests::nats::permissions::{Role, permissions};
-use tokio::sync::mpsc;
+use danmu_tests::nats::users::{connect_watching, publish_refused, refusal};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const SMOKE_ROOM: u64 = 990_001;
 const SMOKE_PASSWORD: &str = "smoke-test-password";
@@ -35,28 +36,8 @@ fn squash(text: &str) -> String {
 async fn connect_as(
     url: &str,
     seed: &nkeys::KeyPair,
-) -> anyhow::Result<(async_nats::Client, mpsc::UnboundedReceiver<String>)> {
-    let (errors, received) = mpsc::unbounded_channel();
-    let client = ConnectOptions::with_nkey(seed.seed()?)
-        .event_callback(move |event| {
-            let errors = errors.clone();
-            async move {
-                if let Event::ServerError(ServerError::Other(text)) = event {
-                    let _ = errors.send(text);
-                }
-            }
-        })
-        .connect(url)
-        .await?;
-    Ok((client, received))
-}
-
-/// The next server error, within 10 s.
-async fn refusal(errors: &mut mpsc::UnboundedReceiver<String>) -> anyhow::Result<String> {
-    tokio::time::timeout(Duration::from_secs(10), errors.recv())
-        .await
-        .map_err(|_| anyhow::anyhow!("no permission violation within 10s"))?
-        .ok_or_else(|| anyhow::anyhow!("the connection closed"))
+) -> anyhow::Result<(async_nats::Client, UnboundedReceiver<String>)> {
+    connect_watching(ConnectOptions::with_nkey(seed.seed()?), url).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,15 +122,7 @@ async fn fabric_runs_under_the_charts_users_and_permissions() -> anyhow::Result<
         ("danmu.push.hi.room.7", "danmu.in.A.hi.room.7"),
         ("danmu.push.lo.room.7", "danmu.in.A.lo.room.7"),
     ] {
-        as_gateway.publish(subject, "forged".into()).await?;
-        as_gateway.flush().await?;
-        let refused = refusal(&mut gateway_errors).await?;
-        assert!(
-            refused.contains(&format!(
-                "Permissions Violation for Publish to \"{checked_as}\""
-            )),
-            "{subject}: {refused}"
-        );
+        publish_refused(&as_gateway, &mut gateway_errors, subject, checked_as).await?;
     }
     // Nor delete one.
     let deleted = async_nats::jetstream::new(as_gateway)

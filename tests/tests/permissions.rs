@@ -11,39 +11,9 @@
 //!   echo its user may publish low-priority room messages, still not high-priority ones;
 //! - the distributor's user may not publish business pushes.
 
-use std::time::Duration;
-
 use danmu_tests::fabric::SingleRegion;
 use danmu_tests::nats::permissions::Role;
-use danmu_tests::nats::users::test_user_of;
-use tokio::sync::mpsc::UnboundedReceiver;
-
-/// The next server error, within 10 s.
-async fn refusal(errors: &mut UnboundedReceiver<String>) -> anyhow::Result<String> {
-    tokio::time::timeout(Duration::from_secs(10), errors.recv())
-        .await
-        .map_err(|_| anyhow::anyhow!("no permission violation within 10s"))?
-        .ok_or_else(|| anyhow::anyhow!("the connection closed"))
-}
-
-/// Publishes `subject` as the watched client and expects it refused as `checked_as`.
-async fn publish_refused(
-    client: &async_nats::Client,
-    errors: &mut UnboundedReceiver<String>,
-    subject: &str,
-    checked_as: &str,
-) -> anyhow::Result<()> {
-    client.publish(subject.to_owned(), "forged".into()).await?;
-    client.flush().await?;
-    let refused = refusal(errors).await?;
-    anyhow::ensure!(
-        refused.contains(&format!(
-            "Permissions Violation for Publish to \"{checked_as}\""
-        )),
-        "{subject}: {refused}"
-    );
-    Ok(())
-}
+use danmu_tests::nats::users::{publish_refused, refusal, test_user_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_of_the_test_fabric_is_held_to_its_subjects() -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::permissions::{Role, permissions};
 
@@ -61,27 +62,10 @@ impl NkeyUser {
     pub async fn connect_watching(
         &self,
         url: &str,
-    ) -> anyhow::Result<(
-        async_nats::Client,
-        tokio::sync::mpsc::UnboundedReceiver<String>,
-    )> {
-        let (errors, received) = tokio::sync::mpsc::unbounded_channel();
-        let client = self
-            .options()?
-            .event_callback(move |event| {
-                let errors = errors.clone();
-                async move {
-                    if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) =
-                        event
-                    {
-                        let _ = errors.send(text);
-                    }
-                }
-            })
-            .connect(url)
+    ) -> anyhow::Result<(async_nats::Client, UnboundedReceiver<String>)> {
+        connect_watching(self.options()?, url)
             .await
-            .with_context(|| format!("connecting to {url} as {}", self.public_key))?;
-        Ok((client, received))
+            .with_context(|| format!("connecting to {url} as {}", self.public_key))
     }
 
     /// Connects to `url` (one URL or a comma-separated list) as this user.
@@ -298,6 +282,56 @@ pub async fn connect_publisher(url: &str) -> anyhow::Result<async_nats::Client> 
 /// Connects to `url` as the test admin (see [`test_admin`]).
 pub async fn connect_admin(url: &str) -> anyhow::Result<async_nats::Client> {
     test_admin().connect(url).await
+}
+
+/// Connects to `url` with `options`, the server's errors (permission violations, as
+/// `Permissions Violation for Publish to "subject"`) sent to the returned channel.
+pub async fn connect_watching(
+    options: async_nats::ConnectOptions,
+    url: &str,
+) -> anyhow::Result<(async_nats::Client, UnboundedReceiver<String>)> {
+    let (errors, received) = tokio::sync::mpsc::unbounded_channel();
+    let client = options
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event
+                {
+                    let _ = errors.send(text);
+                }
+            }
+        })
+        .connect(url)
+        .await?;
+    Ok((client, received))
+}
+
+/// The next server error on a [`connect_watching`] channel, within 10 s.
+pub async fn refusal(errors: &mut UnboundedReceiver<String>) -> anyhow::Result<String> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), errors.recv())
+        .await
+        .map_err(|_| anyhow::anyhow!("no permission violation within 10s"))?
+        .ok_or_else(|| anyhow::anyhow!("the connection closed"))
+}
+
+/// Publishes `subject` as a watched client and expects nats-server to refuse it as
+/// `checked_as` (the subject after the account's mapping).
+pub async fn publish_refused(
+    client: &async_nats::Client,
+    errors: &mut UnboundedReceiver<String>,
+    subject: &str,
+    checked_as: &str,
+) -> anyhow::Result<()> {
+    client.publish(subject.to_owned(), "forged".into()).await?;
+    client.flush().await?;
+    let refused = refusal(errors).await?;
+    anyhow::ensure!(
+        refused.contains(&format!(
+            "Permissions Violation for Publish to \"{checked_as}\""
+        )),
+        "{subject}: {refused}"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
