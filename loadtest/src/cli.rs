@@ -45,6 +45,16 @@ enum Command {
     /// Memory per idle connection: nats-server's WebSocket listener, then a fresh gateway per
     /// transport, N connections each.
     Idle(IdleArgs),
+    /// The kernel's floor: CPU per frame written to loopback sockets in a preset's pattern by
+    /// one bare thread (`write(2)` or batched `io_uring` sends), no runtime and no protocol.
+    Floor(FloorArgs),
+    /// (internal) The floor's reader process: ADDR CONNECTIONS BULK_INTERVAL_MS.
+    #[command(hide = true)]
+    FloorReader {
+        addr: std::net::SocketAddr,
+        connections: usize,
+        bulk_interval_ms: u64,
+    },
     /// (internal) A worker process: reads its plan on stdin, reports on stdout.
     #[command(hide = true)]
     Worker,
@@ -155,6 +165,9 @@ enum Pin {
     /// Nothing pinned: every process may use both cores.
     None,
     /// Servers under test (nats-server, gateway, distributor) on CPU 0, the load client on CPU 1.
+    /// The servers are started on CPU 0 (they inherit this process's affinity), so each runtime
+    /// sizes itself to the one core it has, as in a container limited to one CPU: tokio runs one
+    /// worker (`available_parallelism` reads the affinity), Go sets `GOMAXPROCS=1`.
     Split,
 }
 
@@ -225,6 +238,23 @@ struct IdleArgs {
     json: bool,
 }
 
+#[derive(Args, Clone, Debug)]
+struct FloorArgs {
+    /// The write pattern: `many-rooms` (1,000 writes of 119 B per 50 ms over 10,000 sockets) or
+    /// `efficiency` (5,000 writes of 185 B per 100 ms over 5,000 sockets).
+    #[arg(long, value_enum, default_value_t = Preset::ManyRooms)]
+    preset: Preset,
+    #[arg(long, value_enum, default_value_t = crate::floor::WriteMode::Write)]
+    mode: crate::floor::WriteMode,
+    /// Sends per `io_uring_enter` (`--mode uring`).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -239,9 +269,47 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Idle(args) => runtime()?.block_on(idle_command(args)),
+        Command::Floor(args) => floor_command(args),
+        Command::FloorReader {
+            addr,
+            connections,
+            bulk_interval_ms,
+        } => crate::floor::reader_main(addr, connections, bulk_interval_ms),
         Command::Run(args) => runtime()?.block_on(run_command(args)),
         Command::Fabric(args) => runtime()?.block_on(fabric_command(args)),
     }
+}
+
+fn floor_command(args: FloorArgs) -> anyhow::Result<()> {
+    let mut plan = match args.preset {
+        Preset::ManyRooms => crate::floor::FloorPlan::many_rooms(),
+        Preset::Efficiency => crate::floor::FloorPlan::efficiency(),
+        other => bail!("no floor pattern for {other:?}: use many-rooms or efficiency"),
+    };
+    plan.mode = args.mode;
+    plan.batch = args.batch;
+    plan.seconds = args.seconds;
+    let report = crate::floor::run(&plan)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{:?} {:?}: {} writes of {} B over {} sockets in {:.2} s ({} refused); \
+             writer {:.2} CPU s = {:.3} µs per write; reader {:.2} CPU s; other processes {:.2} cores",
+            args.preset,
+            plan.mode,
+            report.writes,
+            plan.frame_bytes,
+            plan.connections,
+            report.window_secs,
+            report.refused,
+            report.writer_cpu_secs,
+            report.writer_cpu_us_per_write,
+            report.reader_cpu_secs,
+            report.other_processes_cores
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -267,7 +335,9 @@ fn resolve(w: &Workload, preset: Option<Preset>) -> Resolved {
     let (connections, rooms, rate, duration, sample) = match preset {
         Some(Preset::HotRoom) => (15_000, 1, 1000.0, 20.0, 5),
         Some(Preset::Efficiency) => (5_000, 1, 50.0, 20.0, 5),
-        Some(Preset::ManyRooms) => (10_000, 1_000, 2_000.0, 20.0, 10),
+        // A sampled connection sees its room's 40 messages: 100 per worker give 8,000 latency
+        // samples (10 gave 800, whose p99 is the 8th worst: one stall of either side decided it).
+        Some(Preset::ManyRooms) => (10_000, 1_000, 2_000.0, 20.0, 100),
         Some(Preset::Smoke) => (100, 5, 100.0, 5.0, 5),
         None => (1_000, 10, 100.0, 10.0, 5),
     };
@@ -455,13 +525,18 @@ async fn fabric_command(args: FabricArgs) -> anyhow::Result<()> {
     if !w.quiet {
         eprintln!("danmu-load: starting nats-server, gateway and distributor");
     }
+    if args.pin == Pin::Split {
+        // Children inherit the affinity of the thread that forks them: start them on CPU 0.
+        crate::procfs::pin_process(std::process::id(), &[0])?;
+    }
     let mut fabric = Fabric::start(&options).await?;
     let pinned = match args.pin {
         Pin::None => "none".to_string(),
         Pin::Split => {
             crate::procfs::pin_process(std::process::id(), &[1])?;
             fabric.pin(&[0])?;
-            "servers under test on CPU 0, load client on CPU 1".to_string()
+            "servers under test started on CPU 0 (one runtime thread each), load client on CPU 1"
+                .to_string()
         }
     };
     let mut results = Vec::new();

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod corpus;
 pub mod count;
 pub mod fabric;
+pub mod floor;
 pub mod http;
 pub mod idle;
 pub mod payload;
