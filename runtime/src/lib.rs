@@ -10,7 +10,7 @@
 //! - [`init_tracing`]: logs to stderr, filtered by `RUST_LOG` (default `info`).
 //! - [`install_prometheus`]: the `/metrics` exporter, with histogram buckets set so latencies
 //!   aggregate across instances (without buckets the exporter renders summaries).
-//! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
+//! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM, handlers installed at the call.
 
 pub mod config;
 pub mod health;
@@ -63,11 +63,23 @@ pub fn install_prometheus(
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// service calls it first thing in `main` and awaits it once started, and a signal that comes in
+/// between (a gateway already accepting clients while it opens its JetStream bucket, say) is
+/// kept, so the service drains as soon as it awaits, instead of the signal's default action
+/// killing the process with its clients connected. Must be called inside a tokio runtime.
+///
+/// # Panics
+/// When the handlers cannot be installed (no tokio runtime, or the OS refuses).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
     }
 }
