@@ -238,17 +238,26 @@ struct IdleArgs {
     json: bool,
 }
 
+/// The presets `floor` has a write pattern for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FloorPreset {
+    /// 1,000 writes of 119 B per 50 ms over 10,000 sockets.
+    ManyRooms,
+    /// 5,000 writes of 185 B per 100 ms over 5,000 sockets.
+    Efficiency,
+}
+
 #[derive(Args, Clone, Debug)]
 struct FloorArgs {
-    /// The write pattern: `many-rooms` (1,000 writes of 119 B per 50 ms over 10,000 sockets) or
-    /// `efficiency` (5,000 writes of 185 B per 100 ms over 5,000 sockets).
-    #[arg(long, value_enum, default_value_t = Preset::ManyRooms)]
-    preset: Preset,
+    /// The write pattern of a `fabric` preset.
+    #[arg(long, value_enum, default_value_t = FloorPreset::ManyRooms)]
+    preset: FloorPreset,
     #[arg(long, value_enum, default_value_t = crate::floor::WriteMode::Write)]
     mode: crate::floor::WriteMode,
     /// Sends per `io_uring_enter` (`--mode uring`).
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// How long to write for.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
     #[arg(long)]
@@ -282,9 +291,8 @@ pub fn main() -> anyhow::Result<()> {
 
 fn floor_command(args: FloorArgs) -> anyhow::Result<()> {
     let mut plan = match args.preset {
-        Preset::ManyRooms => crate::floor::FloorPlan::many_rooms(),
-        Preset::Efficiency => crate::floor::FloorPlan::efficiency(),
-        other => bail!("no floor pattern for {other:?}: use many-rooms or efficiency"),
+        FloorPreset::ManyRooms => crate::floor::FloorPlan::many_rooms(),
+        FloorPreset::Efficiency => crate::floor::FloorPlan::efficiency(),
     };
     plan.mode = args.mode;
     plan.batch = args.batch;
