@@ -542,7 +542,6 @@ async fn fabric_command(args: FabricArgs) -> anyhow::Result<()> {
         Pin::None => "none".to_string(),
         Pin::Split => {
             crate::procfs::pin_process(std::process::id(), &[1])?;
-            fabric.pin(&[0])?;
             "servers under test started on CPU 0 (one runtime thread each), load client on CPU 1"
                 .to_string()
         }

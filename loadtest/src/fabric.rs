@@ -307,15 +307,6 @@ impl Fabric {
         out
     }
 
-    /// Pins nats-server and our services to `cpus`.
-    pub fn pin(&self, cpus: &[usize]) -> anyhow::Result<()> {
-        crate::procfs::pin_process(self.nats.pid(), cpus)?;
-        for child in [&self.gateway, &self.distributor].into_iter().flatten() {
-            crate::procfs::pin_process(child.pid(), cpus)?;
-        }
-        Ok(())
-    }
-
     pub fn nats_ws_addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.nats.ports().websocket).into()
     }

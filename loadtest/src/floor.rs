@@ -171,8 +171,8 @@ pub fn run(plan: &FloorPlan) -> anyhow::Result<FloorReport> {
     let window = started.elapsed().as_secs_f64();
     let cpu = crate::procfs::cpu_secs(me)? - cpu_before;
     let reader_cpu = crate::procfs::cpu_secs(reader.id())? - reader_cpu_before;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let system_busy = crate::procfs::SystemCpu::now()?.busy_since(&system_before) * cores;
+    let other_cores =
+        crate::procfs::SystemCpu::now()?.other_cores(&system_before, cpu + reader_cpu, window);
     drop(sockets);
 
     let mut line = String::new();
@@ -193,7 +193,7 @@ pub fn run(plan: &FloorPlan) -> anyhow::Result<FloorReport> {
         writer_cpu_secs: cpu,
         writer_cpu_us_per_write: cpu * 1e6 / writes.max(1) as f64,
         reader_cpu_secs: reader_cpu,
-        other_processes_cores: (system_busy - (cpu + reader_cpu) / window).max(0.0),
+        other_processes_cores: other_cores,
     })
 }
 

@@ -76,6 +76,21 @@ impl SystemCpu {
         }
         self.busy.saturating_sub(earlier.busy) as f64 / total as f64
     }
+
+    /// Cores busy between `earlier` and `self` with anything but `ours_cpu_secs` of CPU spent
+    /// over `window_secs` (the processes measured): what disturbed the measurement.
+    pub fn other_cores(&self, earlier: &SystemCpu, ours_cpu_secs: f64, window_secs: f64) -> f64 {
+        (self.busy_since(earlier) * online_cpus() as f64 - ours_cpu_secs / window_secs.max(1e-9))
+            .max(0.0)
+    }
+}
+
+/// CPUs online on the machine. Not `available_parallelism`, which follows this process's
+/// affinity (a pinned load tool would see one).
+pub fn online_cpus() -> u64 {
+    // SAFETY: sysconf only reads a value.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    cpus.max(1) as u64
 }
 
 /// A process whose cost is reported.

@@ -160,20 +160,20 @@ pub fn table(comparison: &Comparison) -> String {
     });
     // Without a watched server process (`danmu-load run` without `--watch`) there is no
     // server CPU to report: "-", not a measured 0.
-    row(
-        "edge CPU µs per delivery",
-        &|r| match r.servers.is_empty() {
-            true => "- (no --watch)".into(),
-            false => format!("{} {:.3}", r.edge, r.edge_cpu_us_per_delivery),
-        },
-    );
-    row(
-        "all servers CPU µs per delivery",
-        &|r| match r.servers.is_empty() {
-            true => "-".into(),
-            false => format!("{:.3}", r.server_cpu_us_per_delivery),
-        },
-    );
+    row("edge CPU µs per delivery", &|r| {
+        if r.servers.is_empty() {
+            "- (no --watch)".into()
+        } else {
+            format!("{} {:.3}", r.edge, r.edge_cpu_us_per_delivery)
+        }
+    });
+    row("all servers CPU µs per delivery", &|r| {
+        if r.servers.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.3}", r.server_cpu_us_per_delivery)
+        }
+    });
     row("client CPU µs per delivery", &|r| {
         format!("{:.3}", r.client_cpu_us_per_delivery)
     });
@@ -218,9 +218,7 @@ pub fn table(comparison: &Comparison) -> String {
 
 /// A one-line description of this machine.
 pub fn machine() -> String {
-    // Not available_parallelism: that follows this process's CPU affinity (pinning).
-    // SAFETY: sysconf only reads a value.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let cpus = crate::procfs::online_cpus();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

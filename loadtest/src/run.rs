@@ -604,11 +604,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     report.client_cpu_secs = client_after - client_before;
     report.client_cpu_us_per_delivery = report.client_cpu_secs * 1e6 / deliveries;
     report.machine_busy = system_after.busy_since(&system_before);
-    // SAFETY: sysconf only reads a value.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as f64;
-    report.other_cores = (report.machine_busy * cpus
-        - (report.server_cpu_secs + report.client_cpu_secs) / window_secs.max(1e-9))
-    .max(0.0);
+    report.other_cores = system_after.other_cores(
+        &system_before,
+        report.server_cpu_secs + report.client_cpu_secs,
+        window_secs,
+    );
     for (name, after) in &metrics_after {
         let before = metrics_before.get(name).copied().unwrap_or(0.0);
         let counter = ["_total", "_sum", "_count"]
