@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use danmu_gateway::connection::{CloseReason, Connection, Context, Limits, Now};
-use danmu_gateway::presence::Origin;
-use danmu_gateway::reach::ReachConfig;
-use danmu_gateway::session::SessionConfig;
+use danmu_gateway::connection::presence::Origin;
+use danmu_gateway::connection::reach::ReachConfig;
+use danmu_gateway::connection::session::SessionConfig;
 use danmu_gateway::stats::Stats;
-use danmu_gateway::transport::Transport;
-use danmu_gateway::upstream::{Handled, Sender};
+use danmu_gateway::connection::Transport;
+use danmu_gateway::connection::{Handled, Sender};
 use danmu_proto::token::{self, TokenVerifier};
 use libfuzzer_sys::fuzz_target;
 
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
     let (transport, proxy) = match selector % 3 {
         0 => (Transport::Tcp, false),
         1 => (Transport::Tcp, true),
-        _ => (Transport::WebSocket, false),
+        _ => (Transport::Ws, false),
     };
     let t0 = Instant::now();
     let ctx = &*CONTEXT;

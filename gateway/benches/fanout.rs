@@ -1,5 +1,5 @@
 //! The gateway's fan-out: one edge batch queued for every member of a room
-//! (`groups::Group::deliver`: de-duplication, the per-protover/per-transport encodings built
+//! (`groups::Group::deliver`: de-duplication, the per-protover/per-framing encodings built
 //! once, one reference-counted handle pushed on each member's `outbound::Outbound`), and the
 //! member side taking it off again (`Outbound::drain_into`). The socket write itself is the
 //! kernel's (see `docs/performance.md`: on loopback it dominates).
@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use danmu_gateway::edge::Transport;
-use danmu_gateway::groups::{DeliveryLimits, EdgeSource, Group, Groups, Member};
-use danmu_gateway::outbound::Outbound;
+use danmu_gateway::connection::Framing;
+use danmu_gateway::fanout::groups::{DeliveryLimits, EdgeSource, Group, Groups, Member};
+use danmu_gateway::fanout::outbound::Outbound;
 use danmu_gateway::stats::Stats;
 use danmu_proto::batch;
 use danmu_proto::internal::{EdgeBatch, Priority};
@@ -74,21 +74,21 @@ fn room(n: u64, mixed: bool) -> Room {
     let mut group = None;
     let mut members = Vec::new();
     for i in 0..n {
-        let (protover, transport) = if mixed {
+        let (protover, framing) = if mixed {
             (
                 [3, 3, 3, 2, 0][i as usize % 5],
                 if i % 2 == 0 {
-                    Transport::WebSocket
+                    Framing::Message
                 } else {
-                    Transport::Tcp
+                    Framing::Stream
                 },
             )
         } else {
-            (3, Transport::WebSocket)
+            (3, Framing::Message)
         };
         let member = Arc::new(Member {
             conn_id: i,
-            transport,
+            framing,
             protover,
             outbound: Outbound::new(1 << 20),
         });

@@ -167,6 +167,10 @@ impl Default for Config {
 
 pub use crate::error::ConfigError;
 
+use crate::connection::Limits;
+use crate::connection::reach::ReachConfig;
+use crate::connection::session::SessionConfig;
+
 /// How `DANMU_GATEWAY__*` variables are typed: these keys are always strings.
 pub const SCHEMA: Schema = Schema {
     service: "gateway",
@@ -339,6 +343,36 @@ impl Config {
 
     pub fn heartbeat_timeout(&self) -> Duration {
         self.heartbeat_timeout
+    }
+}
+
+impl Config {
+    /// The per-connection limits and periods this configuration sets.
+    pub fn limits(&self) -> Limits {
+        let config = self;
+        Limits {
+            session: SessionConfig {
+                auth_timeout: config.auth_timeout(),
+                heartbeat_timeout: config.heartbeat_timeout(),
+            },
+            max_packet_len: config.max_packet_bytes,
+            max_ws_message_len: config.max_ws_message_bytes,
+            max_handshake_len: config.max_handshake_bytes,
+            outbound_queue_bytes: config.outbound_queue_bytes,
+            reply_queue_bytes: config.reply_queue_bytes,
+            socket_send_buffer: config.socket_send_buffer_bytes.filter(|&bytes| bytes > 0),
+            reach: ReachConfig {
+                retry_after: config.reach_retry,
+                max_retries: config.reach_max_retries,
+                max_pending: config.reach_max_pending,
+            },
+            close_linger: config.close_linger,
+            drain_period: config.drain_period,
+            write_stall: config.write_stall_timeout,
+            queue_wait_sample: config.queue_wait_sample.max(1),
+            low_priority_budget: 64 * 1024,
+            proxy_protocol: config.proxy_protocol,
+        }
     }
 }
 

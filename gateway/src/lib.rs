@@ -1,48 +1,34 @@
-//! The edge gateway: holds client connections (WebSocket and TCP, GOIM framing), verifies
+//! The edge gateway: holds client connections (WebSocket, TCP; GOIM framing), verifies
 //! tokens locally, subscribes to a room's edge subject only while it has local members, and
 //! writes each batch's pre-encoded bytes to every member.
 //!
 //! # Layout
-//! - `config`: the TOML configuration and its validation.
-//! - `connection`: one client connection as a plain state machine (upgrade, session, presence,
-//!   reach, drain, stall, reply and low-priority budgets, close), driven with an explicit
-//!   clock; `CloseReason` lives there.
-//! - `session`: the GOIM protocol rules of a connection (auth, heartbeat, room change), plain
-//!   code used by `connection`.
-//! - `transport`: WebSocket or TCP framing, the one fact both fan-out and connection need.
-//! - `groups`: which connections each push target (room, user, device, region, everyone)
-//!   reaches here, and the fan-out of a batch to them.
-//! - `edge`: a batch's per-protover, per-transport encodings (built once) and de-duplication.
-//! - `offline`: a user's waiting offline pushes, read and removed on connect.
-//! - `reach`: high reach (delivery ids, ACKs, retries) for one connection, plain code.
-//! - `outbound`: the bounded per-connection queue between fan-out and socket.
-//! - `conn`: the connection task, the only code touching client sockets: thin glue around
-//!   `connection`, over the `conn::Socket` interface.
-//! - `presence`: a connection's enter/exit events, plain code.
-//! - `online`: online counts summed across gateways (control's totals), plain code.
-//! - `nats`: group subscriptions on NATS, one link per priority, through our own subscriber
-//!   (wire parser, sans-IO client, tokio link), and the NATS options (servers, credentials,
-//!   TLS) every NATS connection of the gateway uses.
-//! - `nats_presence`: enter/exit events, online reports and totals over NATS.
-//! - `report`: health reports into the nodes KV bucket.
-//! - `stats`: counters, as metrics and as atomics tests can read.
-//! - `upstream`: viewers' danmu sent upstream: rate limits, deny lists, word filter, publishing.
+//!
+//! Three parts, a folder each, around one connection core:
+//!
+//! - `connection`: **the core**. One client connection as a plain state machine driven with an
+//!   explicit clock (upgrade, session, presence, reach, drain, stall, reply and low-priority
+//!   budgets, close), with what it is made of: `session` (the GOIM rules: auth, heartbeat,
+//!   room change), `reach` (high reach: delivery ids, ACKs, retries), `presence` (enter/exit
+//!   events), `framing` (bytes to packets), `transport` (the listener kind and its framing).
+//!   It imports nothing of the gateway but `stats`.
+//! - `transport`: **the transports**, one module each, the only code touching client
+//!   sockets: thin glue that moves bytes, wake-ups and timers between a socket and the core.
+//! - `fanout`: **the fan-out**: which connections each push target reaches (`groups`), a
+//!   batch's encodings built once (`edge`), the bounded per-connection queue (`outbound`),
+//!   offline pushes read on connect (`offline`).
+//!
+//! Around them: `nats` (our own edge subscriber, the NATS options, presence events and
+//! online reports, health reports into the nodes bucket), `upstream` (viewers' danmu: rate
+//! limits, deny lists, word filter, publishing), `online` (online counts summed across
+//! gateways), `config`, `stats` (metrics, and atomics tests read).
 
 pub mod config;
-pub mod conn;
 pub mod connection;
-pub mod edge;
 pub mod error;
-pub mod groups;
+pub mod fanout;
 pub mod nats;
-mod nats_presence;
-pub mod offline;
 pub mod online;
-pub mod outbound;
-pub mod presence;
-pub mod reach;
-mod report;
-pub mod session;
 pub mod stats;
 pub mod transport;
 pub mod upstream;
@@ -54,7 +40,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use danmu_proto::internal::NodeReport;
 use danmu_proto::token::TokenVerifier;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,33 +47,8 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 pub use stats::Stats;
 
-use crate::transport::Transport;
-
-/// Bound listeners; tests bind `127.0.0.1:0` and pass them in.
-#[derive(Default)]
-pub struct Listeners {
-    pub ws: Option<TcpListener>,
-    pub tcp: Option<TcpListener>,
-}
-
-impl Listeners {
-    /// Binds what the configuration asks for.
-    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let bind = |addr: Option<std::net::SocketAddr>| async move {
-            match addr {
-                Some(addr) => TcpListener::bind(addr)
-                    .await
-                    .map(Some)
-                    .with_context(|| format!("binding {addr}")),
-                None => Ok(None),
-            }
-        };
-        Ok(Listeners {
-            ws: bind(config.ws_listen).await?,
-            tcp: bind(config.tcp_listen).await?,
-        })
-    }
-}
+use crate::connection::Transport;
+pub use crate::transport::tcp::Listeners;
 
 /// A running gateway.
 pub struct Gateway {
@@ -96,7 +56,7 @@ pub struct Gateway {
     pub node_id: String,
     pub ws_addr: Option<std::net::SocketAddr>,
     pub tcp_addr: Option<std::net::SocketAddr>,
-    shared: Arc<conn::Shared>,
+    shared: Arc<transport::Shared>,
     client: async_nats::Client,
     stop: CancellationToken,
     edge_stop: CancellationToken,
@@ -135,7 +95,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     let upstream_nats = connect("upstream").await?;
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    let limits = groups::DeliveryLimits {
+    let limits = fanout::groups::DeliveryLimits {
         max_raw_batch: config.max_batch_bytes,
         brotli_quality: config.brotli_quality,
     };
@@ -153,13 +113,13 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     )));
     let mut background = JoinSet::new();
     let events = if config.presence_events {
-        let (sink, publisher) = nats_presence::EventSink::start(client.clone(), stats.clone());
+        let (sink, publisher) = nats::presence::EventSink::start(client.clone(), stats.clone());
         background.spawn(publisher);
         Some(sink)
     } else {
         None
     };
-    background.spawn(nats_presence::follow_totals(
+    background.spawn(nats::presence::follow_totals(
         client.clone(),
         config.region.clone(),
         online.clone(),
@@ -175,19 +135,19 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     )?;
     let trusted_proxies = upstream::moderation::parse_nets(&config.trusted_proxies)
         .map_err(|reason| anyhow::anyhow!("trusted_proxies: {reason}"))?;
-    let shared = conn::Shared {
-        limits: Arc::new(connection::Limits::from_config(&config)),
+    let shared = transport::Shared {
+        limits: Arc::new(config.limits()),
         verifier,
-        groups: groups::Groups::new(Box::new(edge_source), stats.clone()),
-        origin: presence::Origin {
+        groups: fanout::groups::Groups::new(Box::new(edge_source), stats.clone()),
+        origin: connection::presence::Origin {
             gateway: node_id.clone(),
             region: config.region.clone(),
         },
         stats: stats.clone(),
         shutdown: stopped.clone(),
-        offline: Some(offline::OfflineReader::start(
+        offline: Some(fanout::offline::OfflineReader::start(
             async_nats::jetstream::new(client.clone()),
-            conn::MAX_OFFLINE,
+            transport::MAX_OFFLINE,
             config.brotli_quality,
             stats.clone(),
         )),
@@ -205,28 +165,31 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     let mut tasks = JoinSet::new();
     let connections = TaskTracker::new();
     for (listener, transport) in [
-        (listeners.ws, Transport::WebSocket),
+        (listeners.ws, Transport::Ws),
         (listeners.tcp, Transport::Tcp),
     ] {
         if let Some(listener) = listener {
-            tasks.spawn(accept_loop(
+            tasks.spawn(transport::tcp::accept_loop(
                 listener,
                 transport,
                 shared.clone(),
                 config.max_connections,
                 connections.clone(),
                 stopped.clone(),
+                move |stream, peer, shared, admitted, connections: &TaskTracker| {
+                    connections.spawn(transport::serve(stream, peer, transport, shared, admitted));
+                },
             ));
         }
     }
 
     let js = async_nats::jetstream::new(client.clone());
-    let store = report::open_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
+    let store = nats::report::open_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
     let advertise = |addr: Option<std::net::SocketAddr>| {
         addr.map(|a| format!("{}:{}", config.advertise_host, a.port()))
             .unwrap_or_default()
     };
-    let reporter = report::Reporter {
+    let reporter = nats::report::Reporter {
         store,
         node: NodeReport {
             node_id: node_id.clone(),
@@ -241,7 +204,7 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     };
     tasks.spawn(reporter.run(stopped.clone()));
     let counted = shared.clone();
-    tasks.spawn(nats_presence::report_online(
+    tasks.spawn(nats::presence::report_online(
         client.clone(),
         move || {
             let counts = counted.groups.room_counts();
@@ -271,44 +234,6 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         connections,
         background,
     })
-}
-
-/// Accepts until stopped. Past `max_connections` a connection is still served, but only to be
-/// told to go (close 1013 on WebSocket, a plain close on TCP): existing ones notice nothing.
-async fn accept_loop(
-    listener: TcpListener,
-    transport: Transport,
-    shared: Arc<conn::Shared>,
-    max_connections: Option<usize>,
-    connections: TaskTracker,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Counted here, before the task runs, so a burst of accepts sees every
-                    // connection admitted before it.
-                    let open = shared.stats.connections_open.load(std::sync::atomic::Ordering::Relaxed);
-                    let admitted = max_connections.is_none_or(|max| open < max as i64);
-                    if admitted {
-                        shared.stats.connection_opened(transport.label());
-                    }
-                    let _ = stream.set_nodelay(true);
-                    if let Some(bytes) = shared.limits.socket_send_buffer {
-                        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
-                    }
-                    connections.spawn(conn::serve(stream, peer, transport, shared.clone(), admitted));
-                }
-                Err(error) => {
-                    // Out of file descriptors, mostly: back off instead of spinning.
-                    tracing::warn!(%error, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
 }
 
 impl Gateway {

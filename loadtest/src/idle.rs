@@ -527,8 +527,8 @@ async fn nats_ws_subscribe(addr: SocketAddr, room: u64) -> anyhow::Result<TcpStr
 /// An edge source that never delivers: enough to build the gateway's shared state.
 struct NoEdge;
 
-impl danmu_gateway::groups::EdgeSource for NoEdge {
-    fn subscribe(&self, _group: Arc<danmu_gateway::groups::Group>) -> u64 {
+impl danmu_gateway::fanout::groups::EdgeSource for NoEdge {
+    fn subscribe(&self, _group: Arc<danmu_gateway::fanout::groups::Group>) -> u64 {
         0
     }
 
@@ -537,19 +537,19 @@ impl danmu_gateway::groups::EdgeSource for NoEdge {
 
 /// The sizes of the gateway's per-connection types, the connection task's future first.
 pub async fn print_sizes() -> anyhow::Result<()> {
-    use danmu_gateway::conn::{self, Shared};
-    use danmu_gateway::connection::{Connection, Inbound, Input, Limits};
-    use danmu_gateway::session::{Action, Session};
+    use danmu_gateway::connection::session::{Action, Session};
+    use danmu_gateway::connection::{Connection, Inbound, Input};
+    use danmu_gateway::transport::{self, Shared};
     use std::mem::{size_of, size_of_val};
 
     let keys = danmu_tests::fabric::Keys::generate();
     let stats = Arc::new(danmu_gateway::Stats::default());
     let defaults = danmu_gateway::Config::default();
     let shared = Arc::new(Shared {
-        limits: Arc::new(Limits::from_config(&defaults)),
+        limits: Arc::new(defaults.limits()),
         verifier: danmu_proto::token::TokenVerifier::from_public_pem(&keys.public_pem)?,
-        groups: danmu_gateway::groups::Groups::new(Box::new(NoEdge), stats.clone()),
-        origin: danmu_gateway::presence::Origin {
+        groups: danmu_gateway::fanout::groups::Groups::new(Box::new(NoEdge), stats.clone()),
+        origin: danmu_gateway::connection::presence::Origin {
             gateway: "sizes".into(),
             region: defaults.region.clone(),
         },
@@ -571,10 +571,10 @@ pub async fn print_sizes() -> anyhow::Result<()> {
     let cancel = tokio_util::sync::CancellationToken::new();
     // Futures built, never polled: their sizes are what a task stores.
     let peer = other.local_addr()?;
-    let serve = conn::serve(
+    let serve = transport::serve(
         stream,
         peer,
-        danmu_gateway::transport::Transport::Tcp,
+        danmu_gateway::connection::Transport::Tcp,
         shared,
         true,
     );
@@ -589,11 +589,11 @@ pub async fn print_sizes() -> anyhow::Result<()> {
         ("connection::Inbound", size_of::<Inbound>()),
         (
             "rooms::Member (in an Arc)",
-            size_of::<danmu_gateway::groups::Member>(),
+            size_of::<danmu_gateway::fanout::groups::Member>(),
         ),
         (
             "outbound::Outbound",
-            size_of::<danmu_gateway::outbound::Outbound>(),
+            size_of::<danmu_gateway::fanout::outbound::Outbound>(),
         ),
         ("session::Action (Vec while reading)", size_of::<Action>()),
         ("connection::Input (Vec while reading)", size_of::<Input>()),
@@ -608,7 +608,7 @@ pub async fn print_sizes() -> anyhow::Result<()> {
         ),
         (
             "groups::Group (a user's or device's group, in an Arc)",
-            size_of::<danmu_gateway::groups::Group>(),
+            size_of::<danmu_gateway::fanout::groups::Group>(),
         ),
     ];
     drop((serve, cancelled, other));

@@ -1,4 +1,4 @@
-//! Bytes from the socket to client packets, per transport, as plain code.
+//! Bytes from the socket to client packets, per framing, as plain code.
 //!
 //! TCP carries GOIM packets directly. WebSocket carries them inside binary messages; one
 //! message may hold several packets, and a packet never spans two messages
@@ -11,7 +11,7 @@ use danmu_proto::frame::{self, Frame, FrameError};
 use danmu_proto::websocket::{self, Message, WsError};
 
 use super::CloseReason;
-use crate::transport::Transport;
+use crate::connection::Framing;
 
 /// What the client sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,10 +37,10 @@ struct WebSocketInbound {
 }
 
 impl Inbound {
-    pub fn new(transport: Transport, max_packet_len: usize, max_ws_message_len: usize) -> Self {
+    pub fn new(framing: Framing, max_packet_len: usize, max_ws_message_len: usize) -> Self {
         Inbound {
             max_packet_len,
-            websocket: (transport == Transport::WebSocket).then(|| WebSocketInbound {
+            websocket: (framing == Framing::Message).then(|| WebSocketInbound {
                 decoder: websocket::Decoder::new(websocket::Role::Server, max_ws_message_len),
                 packets: BytesMut::new(),
             }),
@@ -126,7 +126,7 @@ mod tests {
         heartbeat(1).encode(&mut stream);
         heartbeat(2).encode(&mut stream);
         for split in 0..stream.len() {
-            let mut inbound = Inbound::new(Transport::Tcp, 1024, 1024);
+            let mut inbound = Inbound::new(Framing::Stream, 1024, 1024);
             let mut buf = BytesMut::from(&stream[..split]);
             let mut out = Vec::new();
             inbound.decode(&mut buf, &mut out).unwrap();
@@ -145,7 +145,7 @@ mod tests {
         heartbeat(1).encode(&mut packets);
         heartbeat(2).encode(&mut packets);
         let mut buf = BytesMut::from(&client_frame(opcode::BINARY, &packets, MASK)[..]);
-        let mut inbound = Inbound::new(Transport::WebSocket, 1024, 1024);
+        let mut inbound = Inbound::new(Framing::Message, 1024, 1024);
         let mut out = Vec::new();
         inbound.decode(&mut buf, &mut out).unwrap();
         assert_eq!(
@@ -156,14 +156,14 @@ mod tests {
 
     #[test]
     fn text_messages_and_oversized_or_malformed_frames_close() {
-        let mut inbound = Inbound::new(Transport::WebSocket, 1024, 1024);
+        let mut inbound = Inbound::new(Framing::Message, 1024, 1024);
         let mut buf = BytesMut::from(&client_frame(opcode::TEXT, b"{}", MASK)[..]);
         assert_eq!(
             inbound.decode(&mut buf, &mut Vec::new()),
             Err(CloseReason::TextMessage)
         );
 
-        let mut inbound = Inbound::new(Transport::Tcp, 64, 1024);
+        let mut inbound = Inbound::new(Framing::Stream, 64, 1024);
         let big = Frame::new(0, op::MESSAGE, 0, vec![b'x'; 100]).to_bytes();
         let mut buf = BytesMut::from(&big[..]);
         assert_eq!(
@@ -171,7 +171,7 @@ mod tests {
             Err(CloseReason::TooLarge)
         );
 
-        let mut inbound = Inbound::new(Transport::Tcp, 64, 1024);
+        let mut inbound = Inbound::new(Framing::Stream, 64, 1024);
         let mut buf =
             BytesMut::from(&[0, 0, 0, 20, 0, 99, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0][..]);
         assert!(matches!(
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_close_reason_that_is_not_utf8_closes_with_1007() {
-        let mut inbound = Inbound::new(Transport::WebSocket, 1024, 1024);
+        let mut inbound = Inbound::new(Framing::Message, 1024, 1024);
         let mut payload = 1000u16.to_be_bytes().to_vec();
         payload.extend_from_slice(&[0xff, 0xfe]);
         let mut buf = BytesMut::from(&client_frame(opcode::CLOSE, &payload, MASK)[..]);
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn pings_and_close_frames_surface() {
-        let mut inbound = Inbound::new(Transport::WebSocket, 1024, 1024);
+        let mut inbound = Inbound::new(Framing::Message, 1024, 1024);
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&client_frame(opcode::PING, b"hi", MASK));
         buf.extend_from_slice(&client_frame(opcode::CLOSE, &1000u16.to_be_bytes(), MASK));
@@ -214,7 +214,7 @@ mod tests {
         let packet = [
             0, 0, 3, 0xe8, 0, 0x10, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0x61, 0x62, 0x63, 0x64,
         ];
-        let mut inbound = Inbound::new(Transport::WebSocket, 64 * 1024, 64 * 1024);
+        let mut inbound = Inbound::new(Framing::Message, 64 * 1024, 64 * 1024);
         let mut buf = BytesMut::from(&client_frame(opcode::BINARY, &packet, MASK)[..]);
         assert!(matches!(
             inbound.decode(&mut buf, &mut Vec::new()),

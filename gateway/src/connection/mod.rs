@@ -10,7 +10,7 @@
 //!                                          upstream, ACKs, fan-out, drain   flush for close_linger
 //! ```
 //!
-//! The IO side (`crate::conn`) is thin glue: it reads into a buffer and calls `handle_read`,
+//! The IO side (`crate::transport`) is thin glue: it reads into a buffer and calls `handle_read`,
 //! calls `handle_outbound` when the member's queue has something, writes `transmit()`'s slices
 //! and reports them with `handle_transmitted`/`handle_write_blocked`, keeps one `Sleep` reset to
 //! `poll_timeout()` and calls `handle_timeout`, and carries out `poll_event()`'s events.
@@ -19,10 +19,14 @@
 
 mod close;
 mod framing;
+pub mod presence;
+pub mod reach;
+pub mod session;
 #[cfg(test)]
 mod tests;
 mod timer;
 mod transmit;
+mod transport;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -39,14 +43,13 @@ pub use close::CloseReason;
 pub use framing::{Inbound, Input};
 pub use timer::{Timer, TimerTable};
 pub use transmit::{MAX_SLICES, Transmit};
+pub use transport::{Framing, Transport};
 
-use crate::outbound::Outbound;
-use crate::presence::{Origin, Presence};
-use crate::reach::{Reach, ReachConfig, ReachCounts};
-use crate::session::{Action, Session, SessionConfig};
+use self::presence::{Origin, Presence};
+use self::reach::{Reach, ReachConfig, ReachCounts};
+use self::session::{Action, Session, SessionConfig};
+use crate::fanout::outbound::Outbound;
 use crate::stats::Stats;
-use crate::transport::Transport;
-use crate::upstream::{Handled, Sender};
 
 /// Per-connection limits and periods, from the gateway's configuration.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +61,7 @@ pub struct Limits {
     pub max_ws_message_len: usize,
     /// Largest WebSocket upgrade request (bytes); past it the answer is 431.
     pub max_handshake_len: usize,
-    /// Bound of the member's outbound queue (bytes), see `crate::outbound`.
+    /// Bound of the member's outbound queue (bytes), see `crate::fanout::outbound`.
     pub outbound_queue_bytes: usize,
     /// Bound of replies queued and not yet written (bytes): pongs, heartbeat, room-change and
     /// upstream replies. Past it the connection closes (`reply_backlog`).
@@ -73,7 +76,7 @@ pub struct Limits {
     /// A connection whose socket takes no byte for this long while data waits is cut off as a
     /// slow consumer, even if shedding low priority kept its queue within bounds.
     pub write_stall: Duration,
-    /// One connection in this many has its outbound queue timed (`crate::outbound`).
+    /// One connection in this many has its outbound queue timed (`crate::fanout::outbound`).
     pub queue_wait_sample: u64,
     /// Low priority handed to the write queue at a time (bytes): what high priority may have to
     /// wait behind.
@@ -84,32 +87,6 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(config: &crate::Config) -> Self {
-        Limits {
-            session: SessionConfig {
-                auth_timeout: config.auth_timeout(),
-                heartbeat_timeout: config.heartbeat_timeout(),
-            },
-            max_packet_len: config.max_packet_bytes,
-            max_ws_message_len: config.max_ws_message_bytes,
-            max_handshake_len: config.max_handshake_bytes,
-            outbound_queue_bytes: config.outbound_queue_bytes,
-            reply_queue_bytes: config.reply_queue_bytes,
-            socket_send_buffer: config.socket_send_buffer_bytes.filter(|&bytes| bytes > 0),
-            reach: ReachConfig {
-                retry_after: config.reach_retry,
-                max_retries: config.reach_max_retries,
-                max_pending: config.reach_max_pending,
-            },
-            close_linger: config.close_linger,
-            drain_period: config.drain_period,
-            write_stall: config.write_stall_timeout,
-            queue_wait_sample: config.queue_wait_sample.max(1),
-            low_priority_budget: 64 * 1024,
-            proxy_protocol: config.proxy_protocol,
-        }
-    }
-
     /// Most bytes read and not yet parsed: a whole WebSocket message twice, plus slack.
     pub fn max_read_buffer(&self) -> usize {
         self.max_ws_message_len.max(self.max_handshake_len) * 2 + 64 * 1024
@@ -135,6 +112,24 @@ impl Now {
                 .as_millis() as u64,
         }
     }
+}
+
+/// Who sent an UPSTREAM and when, as the upstream rules (`crate::upstream`) judge it.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender<'a> {
+    pub uid: u64,
+    pub device: &'a str,
+    pub room: u64,
+    pub ip: IpAddr,
+    pub now: Instant,
+    pub now_unix_ms: u64,
+}
+
+/// The reply to write and, after a flood, the reason to close.
+#[derive(Debug)]
+pub struct Handled {
+    pub reply: Bytes,
+    pub close: Option<CloseReason>,
 }
 
 /// What a connection asks of the gateway around it.
@@ -257,21 +252,33 @@ impl Connection {
             client_ip: peer,
             admitted,
             phase: match transport {
-                Transport::WebSocket => Phase::Upgrade,
+                Transport::Ws | Transport::Wss => Phase::Upgrade,
+                // A PROXY header comes before anything else on the socket; on a TLS listener
+                // it would come before the TLS handshake, which the glue does not read.
                 Transport::Tcp if limits.proxy_protocol => Phase::ProxyHeader,
-                Transport::Tcp => Phase::Open,
+                Transport::Tcp | Transport::Tls | Transport::Quic | Transport::WebTransport => {
+                    Phase::Open
+                }
             },
             session: Session::new(limits.session, now),
-            inbound: Inbound::new(transport, limits.max_packet_len, limits.max_ws_message_len),
+            inbound: Inbound::new(
+                transport.framing(),
+                limits.max_packet_len,
+                limits.max_ws_message_len,
+            ),
             limits,
             joined: None,
             transmit: Transmit::default(),
             timers: TimerTable::default(),
             stalled_since: None,
-            close_sent: transport != Transport::WebSocket,
+            // Only a WebSocket has a closing message of its own (RFC 6455 5.5.1).
+            close_sent: match transport.framing() {
+                Framing::Message => false,
+                Framing::Stream => true,
+            },
             events: VecDeque::new(),
         };
-        if !admitted && transport == Transport::Tcp {
+        if !admitted && transport.framing() == Framing::Stream {
             conn.begin_close(now, CloseReason::Overloaded);
         }
         conn.update_timers();
@@ -506,7 +513,8 @@ impl Connection {
                 Timer::Stall => self.close(now, CloseReason::SlowConsumer, ctx),
                 Timer::Drain => {
                     if self.joined.as_ref().is_some_and(|j| j.drain) {
-                        self.transmit.push(self.transport.wrap(&drain_packet()));
+                        self.transmit
+                            .push(self.transport.framing().wrap(&drain_packet()));
                     }
                     self.close(now, CloseReason::Drain, ctx);
                 }
@@ -691,7 +699,7 @@ impl Connection {
     /// Carries out one session action.
     fn apply(&mut self, now: Now, action: Action, ctx: &impl Context) {
         match action {
-            Action::Send(packet) => self.reply(now, self.transport.wrap(&packet), ctx),
+            Action::Send(packet) => self.reply(now, self.transport.framing().wrap(&packet), ctx),
             Action::Join(identity) => {
                 ctx.stats().auth(true);
                 let (presence, enter) = Presence::enter(
@@ -710,7 +718,7 @@ impl Connection {
                     presence,
                     reach: identity
                         .ack
-                        .then(|| Reach::new(self.limits.reach, self.transport)),
+                        .then(|| Reach::new(self.limits.reach, self.transport.framing())),
                     reach_reported: ReachCounts::default(),
                 };
                 self.events.push_back(Event::Join {
@@ -748,7 +756,7 @@ impl Connection {
                     now_unix_ms: now.unix_ms,
                 };
                 let handled = ctx.upstream(&sender, seq, &body);
-                self.reply(now, self.transport.wrap(&handled.reply), ctx);
+                self.reply(now, self.transport.framing().wrap(&handled.reply), ctx);
                 if let Some(reason) = handled.close {
                     self.close(now, reason, ctx);
                 }
@@ -766,7 +774,9 @@ impl Connection {
                     .map_or(0, |identity| ctx.online(identity.room, now.instant));
                 self.reply(
                     now,
-                    self.transport.wrap(&frame::heartbeat_reply(online)),
+                    self.transport
+                        .framing()
+                        .wrap(&frame::heartbeat_reply(online)),
                     ctx,
                 );
             }

@@ -12,9 +12,9 @@ use danmu_proto::token::{self, Claims, TokenIssuer, TokenVerifier};
 use danmu_proto::websocket::{self, Message, Role, client_frame, opcode};
 
 use super::*;
-use crate::outbound::Outbound;
-use crate::reach::ReachConfig;
-use crate::session::SessionConfig;
+use crate::connection::reach::ReachConfig;
+use crate::connection::session::SessionConfig;
+use crate::fanout::outbound::Outbound;
 
 const UNIX: u64 = 1_700_000_000;
 const MASK: [u8; 4] = [7, 1, 9, 3];
@@ -138,9 +138,9 @@ impl Harness {
     /// Feeds one client packet, framed for the transport.
     fn send(&mut self, secs: f64, packet: Frame) {
         let bytes = packet.to_bytes();
-        match self.conn.transport() {
-            Transport::Tcp => self.feed(secs, &bytes),
-            Transport::WebSocket => self.feed(secs, &client_frame(opcode::BINARY, &bytes, MASK)),
+        match self.conn.transport().framing() {
+            Framing::Stream => self.feed(secs, &bytes),
+            Framing::Message => self.feed(secs, &client_frame(opcode::BINARY, &bytes, MASK)),
         }
     }
 
@@ -152,7 +152,7 @@ impl Harness {
     }
 
     fn auth(&mut self, secs: f64, uid: u64, room: u64, extra: &str) {
-        if self.conn.transport() == Transport::WebSocket
+        if self.conn.transport().framing() == Framing::Message
             && matches!(self.conn.phase, Phase::Upgrade)
         {
             self.upgrade();
@@ -182,13 +182,13 @@ impl Harness {
         let bytes = self.take_written();
         let mut buf = BytesMut::from(&bytes[..]);
         let mut out = Vec::new();
-        match self.conn.transport() {
-            Transport::Tcp => {
+        match self.conn.transport().framing() {
+            Framing::Stream => {
                 while let Some(packet) = frame::decode(&mut buf, 1 << 20).unwrap() {
                     out.push(Written::Packet(packet));
                 }
             }
-            Transport::WebSocket => {
+            Framing::Message => {
                 let mut decoder = websocket::Decoder::new(Role::Client, 1 << 20);
                 while let Some(message) = decoder.decode(&mut buf).unwrap() {
                     match message {
@@ -278,8 +278,39 @@ fn auth_joins_every_scope_and_asks_for_offline_pushes() {
 }
 
 #[test]
+fn every_transport_authenticates_in_its_own_framing() {
+    for transport in Transport::ALL {
+        let mut h = Harness::new(transport);
+        h.auth(0.0, 42, 1001, "");
+        assert_eq!(h.ops(), [op::AUTH_REPLY], "{transport:?}");
+        assert!(h.conn.is_joined(), "{transport:?}");
+    }
+}
+
+#[test]
+fn a_proxy_header_is_expected_on_plain_tcp_only() {
+    let proxied = Limits {
+        proxy_protocol: true,
+        ..limits()
+    };
+    // TLS and QUIC connections open with their own handshakes (done by the glue), never with
+    // a PROXY header; the core sees their first packet straight away.
+    for transport in [Transport::Tls, Transport::Quic, Transport::WebTransport] {
+        let mut h = Harness::with(transport, proxied, true, 1);
+        h.auth(0.0, 42, 1001, "");
+        assert_eq!(h.ops(), [op::AUTH_REPLY], "{transport:?}");
+    }
+    let mut h = Harness::with(Transport::Tcp, proxied, true, 1);
+    h.auth(0.0, 42, 1001, "");
+    assert!(
+        h.reason().is_some(),
+        "an AUTH where the PROXY header belongs closes"
+    );
+}
+
+#[test]
 fn ops_before_auth_close_with_a_protocol_error() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.upgrade();
     h.send(0.1, heartbeat());
     assert!(matches!(h.reason(), Some(CloseReason::Protocol(d)) if d.contains("before AUTH")));
@@ -290,7 +321,7 @@ fn ops_before_auth_close_with_a_protocol_error() {
 
 #[test]
 fn a_second_auth_closes_and_exits_once() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.auth(0.0, 42, 1001, "");
     h.take_written();
     h.events();
@@ -366,7 +397,7 @@ fn heartbeat_timeout_during_a_room_change_exits_the_new_room() {
 
 #[test]
 fn pings_are_answered_but_do_not_keep_a_connection_alive() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.auth(0.0, 42, 1, "");
     h.take_written();
     for i in 1..=9 {
@@ -386,7 +417,7 @@ fn pings_are_answered_but_do_not_keep_a_connection_alive() {
 
 #[test]
 fn a_client_close_is_answered_with_a_close_echoing_its_code() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.auth(0.0, 42, 1, "");
     h.take_written();
     h.feed(
@@ -400,7 +431,7 @@ fn a_client_close_is_answered_with_a_close_echoing_its_code() {
 
 #[test]
 fn a_packet_spanning_websocket_messages_closes_at_once() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.auth(0.0, 42, 1, "");
     h.take_written();
     let lying = [
@@ -427,7 +458,7 @@ fn heartbeats_are_answered_with_the_online_count() {
 
 #[test]
 fn a_client_that_floods_pings_and_never_reads_is_closed_for_its_replies() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.auth(0.0, 42, 1, "");
     h.take_written();
     // Nothing is written from here: the client does not read.
@@ -476,7 +507,7 @@ fn write_stall_cuts_a_reader_off_and_progress_restarts_the_clock() {
 fn drain_departures_are_spread_over_the_period() {
     let mut moments = Vec::new();
     for id in 1..=200 {
-        let mut h = Harness::with(Transport::WebSocket, limits(), true, id);
+        let mut h = Harness::with(Transport::Ws, limits(), true, id);
         h.auth(0.0, id, 1, r#","drain":true"#);
         h.take_written();
         h.conn.handle_shutdown(h.at(0.0), &h.ctx);
@@ -506,7 +537,7 @@ fn drain_departures_are_spread_over_the_period() {
 
 #[test]
 fn shutdown_closes_a_connection_that_has_not_joined_at_once() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.upgrade();
     h.conn.handle_shutdown(h.at(0.5), &h.ctx);
     assert_eq!(h.reason(), Some(CloseReason::Shutdown));
@@ -572,7 +603,7 @@ fn reach_retries_interleave_with_the_low_priority_budget() {
 
 #[test]
 fn past_the_connection_cap_websocket_gets_1013_after_the_upgrade_and_tcp_a_plain_close() {
-    let mut h = Harness::with(Transport::WebSocket, limits(), false, 1);
+    let mut h = Harness::with(Transport::Ws, limits(), false, 1);
     let request = websocket::client_request("gw", "/sub", "dGhlIHNhbXBsZSBub25jZQ==");
     h.feed(0.0, &request);
     let written = h.take_written();
@@ -593,7 +624,7 @@ fn past_the_connection_cap_websocket_gets_1013_after_the_upgrade_and_tcp_a_plain
 
 #[test]
 fn the_upgrade_echoes_a_subprotocol_and_refuses_other_paths() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     let request = "GET /sub HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
                    Sec-WebSocket-Protocol: goim, other\r\n\r\n";
@@ -621,7 +652,7 @@ fn the_upgrade_echoes_a_subprotocol_and_refuses_other_paths() {
         ),
         ("GET /sub HTTP/1.1\r\nHost: gw\r\n\r\n", "HTTP/1.1 400"),
     ] {
-        let mut h = Harness::new(Transport::WebSocket);
+        let mut h = Harness::new(Transport::Ws);
         h.feed(0.0, request.as_bytes());
         let written = String::from_utf8(h.take_written()).unwrap();
         assert!(written.starts_with(status), "{written}");
@@ -631,7 +662,7 @@ fn the_upgrade_echoes_a_subprotocol_and_refuses_other_paths() {
         }
     }
 
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.feed(
         0.0,
         &websocket::client_request("gw", "/other", "dGhlIHNhbXBsZSBub25jZQ=="),
@@ -654,7 +685,7 @@ fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let ctx = TestContext::new();
     let mut behind = Connection::new(
         1,
-        Transport::WebSocket,
+        Transport::Ws,
         "10.0.0.1".parse().unwrap(),
         Arc::new(limits()),
         true,
@@ -670,7 +701,7 @@ fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
 
     let mut direct = Connection::new(
         2,
-        Transport::WebSocket,
+        Transport::Ws,
         "192.0.2.7".parse().unwrap(),
         Arc::new(limits()),
         true,
@@ -687,7 +718,7 @@ fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
 
 #[test]
 fn auth_timeout_covers_the_websocket_upgrade() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     assert_eq!(h.conn.poll_timeout(), Some(h.at(10.0).instant));
     h.timeout(10.0);
     assert_eq!(h.reason(), Some(CloseReason::AuthTimeout));
@@ -698,7 +729,7 @@ fn auth_timeout_covers_the_websocket_upgrade() {
 
 #[test]
 fn a_closing_connection_stops_flushing_at_the_linger_deadline() {
-    let mut h = Harness::new(Transport::WebSocket);
+    let mut h = Harness::new(Transport::Ws);
     h.auth(0.0, 42, 1, "");
     h.conn.handle_shutdown(h.at(0.0), &h.ctx);
     let leave_at = h.conn.poll_timeout().unwrap();

@@ -16,7 +16,7 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Disconnect, Event, ServerAddr, Subscription};
-use crate::groups::{DeliveryLimits, Group};
+use crate::fanout::groups::{DeliveryLimits, Group};
 use crate::stats::Stats;
 
 /// Opening a TCP connection or a TLS session gives up after this long.

@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::groups::DeliveryLimits;
+use crate::fanout::groups::DeliveryLimits;
 use crate::nats::{NatsEdge, NatsOptions};
 use crate::stats::{Stats, get};
 

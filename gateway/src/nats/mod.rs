@@ -23,6 +23,8 @@
 pub mod client;
 mod link;
 pub mod options;
+pub(crate) mod presence;
+pub(crate) mod report;
 pub mod wire;
 
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use danmu_proto::subjects::Priority;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::groups::{DeliveryLimits, EdgeSource, Group};
+use crate::fanout::groups::{DeliveryLimits, EdgeSource, Group};
 use crate::stats::Stats;
 use link::{Command, Link};
 pub use options::NatsOptions;

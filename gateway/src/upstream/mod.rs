@@ -16,7 +16,6 @@ mod decide;
 mod limits;
 pub(crate) mod moderation;
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,23 +58,7 @@ pub struct Outgoing {
     pub payload: Bytes,
 }
 
-/// Who sent an UPSTREAM and when.
-#[derive(Clone, Copy, Debug)]
-pub struct Sender<'a> {
-    pub uid: u64,
-    pub device: &'a str,
-    pub room: u64,
-    pub ip: IpAddr,
-    pub now: Instant,
-    pub now_unix_ms: u64,
-}
-
-/// The reply to write and, after a flood, the reason to close.
-#[derive(Debug)]
-pub struct Handled {
-    pub reply: Bytes,
-    pub close: Option<CloseReason>,
-}
+pub use crate::connection::{Handled, Sender};
 
 impl Upstream {
     /// Builds the rules and starts the publisher task on `nats`.

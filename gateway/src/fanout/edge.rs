@@ -1,7 +1,7 @@
 //! From an `EdgeBatch` to the bytes each member gets, built once per batch.
 //!
 //! The distributor publishes one brotli packet. A member gets one of six encodings, chosen by
-//! its protover (3 brotli, 2 zlib, 0 raw) and transport (WebSocket needs a frame header, TCP
+//! its protover (3 brotli, 2 zlib, 0 raw) and framing (WebSocket needs a frame header, a stream
 //! does not). Each encoding is built the first time a member needs it and then shared by every
 //! other member of the room, so a gateway decompresses and recompresses at most once per batch,
 //! never per connection.
@@ -12,7 +12,7 @@ use danmu_proto::{batch, frame};
 
 use crate::stats::Stats;
 
-pub use crate::transport::Transport;
+pub use crate::connection::Framing;
 
 /// zlib level for protover-2 members: built once per batch, so a good ratio is affordable.
 const ZLIB_LEVEL: u32 = 6;
@@ -23,7 +23,7 @@ pub struct Variants<'a> {
     /// Transport-independent packets per protover slot (0 raw, 1 zlib, 2 brotli); `Some(None)`
     /// records that a slot cannot be built (corrupt batch).
     packets: [Option<Option<Bytes>>; 3],
-    /// Wire bytes per protover slot × 2 + transport (0 WebSocket, 1 TCP).
+    /// Wire bytes per protover slot × 2 + framing (`Framing::index`: 0 message, 1 stream).
     wire: [Option<Option<Bytes>>; 6],
     stats: &'a Stats,
 }
@@ -52,20 +52,20 @@ impl<'a> Variants<'a> {
 
     /// The bytes for a member, or `None` if the batch cannot be decoded for its protover
     /// (a corrupt batch: counted, and the member gets nothing rather than garbage).
-    pub fn get(&mut self, protover: u16, transport: Transport) -> Option<Bytes> {
+    pub fn get(&mut self, protover: u16, framing: Framing) -> Option<Bytes> {
         let version_slot = match protover {
             frame::version::ZLIB => 1,
             frame::version::BROTLI => 2,
             _ => 0,
         };
-        let slot = version_slot * 2 + (transport == Transport::Tcp) as usize;
+        let slot = version_slot * Framing::ALL.len() + framing.index();
         if let Some(wire) = &self.wire[slot] {
             return wire.clone();
         }
-        let wire = self.packets(version_slot).map(|packets| match transport {
-            // TCP members get the packets as they are: no copy.
-            Transport::Tcp => packets,
-            Transport::WebSocket => transport.wrap(&packets),
+        let wire = self.packets(version_slot).map(|packets| match framing {
+            // Stream members get the packets as they are: no copy.
+            Framing::Stream => packets,
+            Framing::Message => framing.wrap(&packets),
         });
         self.wire[slot] = Some(wire.clone());
         wire
@@ -185,9 +185,9 @@ mod tests {
         }
     }
 
-    fn bodies(bytes: &Bytes, transport: Transport) -> (u16, Vec<Bytes>) {
+    fn bodies(bytes: &Bytes, framing: Framing) -> (u16, Vec<Bytes>) {
         let mut buf = BytesMut::from(&bytes[..]);
-        if transport == Transport::WebSocket {
+        if framing == Framing::Message {
             let mut decoder =
                 danmu_proto::websocket::Decoder::new(danmu_proto::websocket::Role::Client, 1 << 20);
             match decoder.decode(&mut buf).unwrap().unwrap() {
@@ -216,10 +216,10 @@ mod tests {
         let edge = batch_of("S", &[1, 2, 3], &["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
         let mut variants = Variants::new(edge.packet.clone(), 1 << 20, &stats);
         for protover in [0, 2, 3] {
-            for transport in [Transport::Tcp, Transport::WebSocket] {
+            for framing in Framing::ALL {
                 for _member in 0..3 {
-                    let bytes = variants.get(protover, transport).unwrap();
-                    let (version, inner) = bodies(&bytes, transport);
+                    let bytes = variants.get(protover, framing).unwrap();
+                    let (version, inner) = bodies(&bytes, framing);
                     assert_eq!(version, protover);
                     assert_eq!(inner, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
                 }
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(crate::stats::get(&stats.brotli_decodes), 1);
         assert_eq!(crate::stats::get(&stats.zlib_encodes), 1);
         assert_eq!(
-            variants.get(3, Transport::Tcp).unwrap(),
+            variants.get(3, Framing::Stream).unwrap(),
             edge.packet,
             "shared, not copied"
         );
@@ -240,10 +240,10 @@ mod tests {
         let stats = Stats::default();
         let mut variants = Variants::new(packet.clone(), 1 << 20, &stats);
         for protover in [0, 2, 3] {
-            assert_eq!(variants.get(protover, Transport::Tcp).unwrap(), packet);
+            assert_eq!(variants.get(protover, Framing::Stream).unwrap(), packet);
             let (version, inner) = bodies(
-                &variants.get(protover, Transport::WebSocket).unwrap(),
-                Transport::WebSocket,
+                &variants.get(protover, Framing::Message).unwrap(),
+                Framing::Message,
             );
             assert_eq!(version, frame::version::RAW);
             assert_eq!(inner, vec![Bytes::from_static(br#"{"cmd":"DANMU_MSG"}"#)]);
@@ -257,8 +257,8 @@ mod tests {
         let stats = Stats::default();
         let packet = batch::compressed_packet(frame::version::BROTLI, b"not brotli at all");
         let mut variants = Variants::new(packet, 1 << 20, &stats);
-        assert!(variants.get(0, Transport::Tcp).is_none());
-        assert!(variants.get(2, Transport::WebSocket).is_none());
+        assert!(variants.get(0, Framing::Stream).is_none());
+        assert!(variants.get(2, Framing::Message).is_none());
     }
 
     #[test]
@@ -288,7 +288,7 @@ mod tests {
     fn trim_keeps_the_new_messages() {
         let edge = batch_of("A", &[4, 6, 9], &["y", "v", "w"]);
         let packet = trim(&edge.packet, 1, 1 << 20, 5).unwrap();
-        let (_, inner) = bodies(&packet, Transport::Tcp);
+        let (_, inner) = bodies(&packet, Framing::Stream);
         assert_eq!(inner, ["v", "w"]);
     }
 }

@@ -10,7 +10,7 @@ use danmu_proto::subjects;
 use danmu_proto::{batch, frame};
 use futures::StreamExt;
 
-use crate::transport::Transport;
+use crate::connection::Framing;
 
 /// Reads and removes the user's waiting pushes (at most `max`). An absent stream means none.
 pub async fn take(js: &jetstream::Context, uid: u64, max: usize) -> anyhow::Result<Vec<Bytes>> {
@@ -72,12 +72,7 @@ pub async fn take(js: &jetstream::Context, uid: u64, max: usize) -> anyhow::Resu
 }
 
 /// One batch of `payloads` in the encoding a connection asked for.
-pub fn encode(
-    payloads: &[Bytes],
-    protover: u16,
-    transport: Transport,
-    brotli_quality: u32,
-) -> Bytes {
+pub fn encode(payloads: &[Bytes], protover: u16, framing: Framing, brotli_quality: u32) -> Bytes {
     let raw = batch::encode_messages(payloads.iter().map(|p| p.as_ref()));
     let packets = match protover {
         frame::version::BROTLI => batch::compressed_packet(
@@ -90,9 +85,9 @@ pub fn encode(
         ),
         _ => Bytes::from(raw),
     };
-    match transport {
-        Transport::Tcp => packets,
-        Transport::WebSocket => transport.wrap(&packets),
+    match framing {
+        Framing::Stream => packets,
+        Framing::Message => framing.wrap(&packets),
     }
 }
 
@@ -107,7 +102,7 @@ const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 /// One connect's read: whose pushes, and the connection that gets them.
 struct Job {
     uid: u64,
-    member: std::sync::Arc<crate::groups::Member>,
+    member: std::sync::Arc<crate::fanout::groups::Member>,
 }
 
 /// Reads users' offline pushes on connect with a fixed pool of [`READERS`] tasks fed by a
@@ -153,7 +148,11 @@ impl OfflineReader {
     }
 
     /// Queues the read of `uid`'s waiting pushes for `member`.
-    pub fn deliver_on_connect(&self, uid: u64, member: std::sync::Arc<crate::groups::Member>) {
+    pub fn deliver_on_connect(
+        &self,
+        uid: u64,
+        member: std::sync::Arc<crate::fanout::groups::Member>,
+    ) {
         let _ = self.jobs.send(Job { uid, member });
     }
 }
@@ -175,7 +174,7 @@ async fn read(
                 stats.offline_read("ok");
                 if !payloads.is_empty() {
                     let encoded =
-                        encode(&payloads, member.protover, member.transport, brotli_quality);
+                        encode(&payloads, member.protover, member.framing, brotli_quality);
                     member.outbound.push(encoded, true, payloads.len() as u32);
                 }
                 return;

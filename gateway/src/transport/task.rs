@@ -7,8 +7,6 @@
 //! no read or write buffer at all. One `Sleep`, reset to the connection's earliest deadline,
 //! is its only timer.
 
-mod socket;
-
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -24,16 +22,15 @@ use ipnet::IpNet;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-pub use socket::Socket;
-
+use super::Socket;
+use crate::connection::Transport;
+use crate::connection::presence::Origin;
 use crate::connection::{Connection, Context, Event, Limits, Now};
-use crate::groups::{Groups, Member};
-use crate::nats_presence::EventSink;
+use crate::fanout::groups::{Groups, Member};
+use crate::fanout::outbound::Outbound;
+use crate::nats::presence::EventSink;
 use crate::online::Totals;
-use crate::outbound::Outbound;
-use crate::presence::Origin;
 use crate::stats::Stats;
-use crate::transport::Transport;
 use crate::upstream::{Handled, Sender, Upstream};
 
 /// What every connection task shares; built once, by `crate::start` (or a test), never
@@ -47,7 +44,7 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     pub shutdown: CancellationToken,
     /// Reads offline pushes on connect; none disables their delivery.
-    pub offline: Option<crate::offline::OfflineReader>,
+    pub offline: Option<crate::fanout::offline::OfflineReader>,
     pub brotli_quality: u32,
     /// Where enter/exit events go; none in tests that do not look at them.
     pub events: Option<EventSink>,
@@ -347,7 +344,7 @@ impl<S: Socket> Task<S> {
                 Event::Join { scopes, protover } => {
                     let member = Arc::new(Member {
                         conn_id: conn.id(),
-                        transport: conn.transport(),
+                        framing: conn.transport().framing(),
                         protover,
                         outbound: {
                             let outbound = Outbound::new(conn.limits().outbound_queue_bytes);

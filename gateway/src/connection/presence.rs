@@ -125,7 +125,7 @@ mod tests {
     use danmu_proto::token::{self, Claims, TokenIssuer, TokenVerifier};
 
     use super::*;
-    use crate::session::{Action, Session, SessionConfig};
+    use crate::connection::session::{Action, Session, SessionConfig};
 
     fn origin() -> Origin {
         Origin {

@@ -74,7 +74,7 @@ pub struct Outbound {
     /// Set by a push, taken by `poll_ready`: a wake-up kept while nobody waits.
     pushed: AtomicBool,
     /// The connection task, woken by a push. A waker slot rather than a `Notify`: waiting on
-    /// it stores no future in the connection task (see `conn::Task::wait`).
+    /// it stores no future in the connection task (see `transport::task::Task::wait`).
     waker: AtomicWaker,
     /// Pushes note when the queue stopped being empty (a clock read per busy spell), so the
     /// connection task can report how long batches waited for it.

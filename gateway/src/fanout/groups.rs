@@ -16,15 +16,15 @@ use danmu_proto::internal::{self, EdgeBatch};
 use danmu_proto::subjects::{Priority, Scope};
 use smallvec::SmallVec;
 
-use crate::edge::{self, Dedup, Fresh, Variants};
-use crate::outbound::{Outbound, Push};
+use crate::connection::Framing;
+use crate::fanout::edge::{self, Dedup, Fresh, Variants};
+use crate::fanout::outbound::{Outbound, Push};
 use crate::stats::{Delivery, Stats, scope_label};
-use crate::transport::Transport;
 
 /// A joined connection as the fan-out sees it.
 pub struct Member {
     pub conn_id: u64,
-    pub transport: Transport,
+    pub framing: Framing,
     pub protover: u16,
     pub outbound: Outbound,
 }
@@ -185,7 +185,7 @@ impl Group {
         {
             let members = self.members.lock().expect("group lock");
             for member in &members.list {
-                let Some(encoded) = variants.get(member.protover, member.transport) else {
+                let Some(encoded) = variants.get(member.protover, member.framing) else {
                     continue;
                 };
                 let len = encoded.len() as u64;
@@ -343,7 +343,7 @@ mod tests {
     fn member(conn_id: u64, protover: u16) -> Arc<Member> {
         Arc::new(Member {
             conn_id,
-            transport: Transport::Tcp,
+            framing: Framing::Stream,
             protover,
             outbound: Outbound::new(1 << 20),
         })

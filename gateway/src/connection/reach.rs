@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use danmu_proto::frame::HEADER_LEN;
 
-use crate::transport::Transport;
+use crate::connection::Framing;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ReachConfig {
@@ -41,7 +41,7 @@ struct Unacked {
 
 pub struct Reach {
     config: ReachConfig,
-    transport: Transport,
+    framing: Framing,
     last_id: u32,
     /// In due order: every entry waits the same `retry_after`, so appending keeps it sorted.
     unacked: VecDeque<Unacked>,
@@ -49,10 +49,10 @@ pub struct Reach {
 }
 
 impl Reach {
-    pub fn new(config: ReachConfig, transport: Transport) -> Self {
+    pub fn new(config: ReachConfig, framing: Framing) -> Self {
         Reach {
             config,
-            transport,
+            framing,
             last_id: 0,
             unacked: VecDeque::new(),
             counts: ReachCounts::default(),
@@ -64,7 +64,7 @@ impl Reach {
     pub fn send(&mut self, wire: Bytes, now: Instant) -> Option<[Bytes; 2]> {
         self.last_id = self.last_id.checked_add(1).unwrap_or(1);
         let id = self.last_id;
-        let (head, body) = with_sequence(&wire, self.transport, id)?;
+        let (head, body) = with_sequence(&wire, self.framing, id)?;
         if self.unacked.len() >= self.config.max_pending {
             self.unacked.pop_front();
             self.counts.expired += 1;
@@ -117,10 +117,10 @@ impl Reach {
 
 /// Splits a batch's wire bytes into a copy of its headers with the GOIM sequence set to `id`,
 /// and the untouched rest.
-fn with_sequence(wire: &Bytes, transport: Transport, id: u32) -> Option<(Bytes, Bytes)> {
-    let goim_at = match transport {
-        Transport::Tcp => 0,
-        Transport::WebSocket => match wire.get(1)? & 0x7f {
+fn with_sequence(wire: &Bytes, framing: Framing, id: u32) -> Option<(Bytes, Bytes)> {
+    let goim_at = match framing {
+        Framing::Stream => 0,
+        Framing::Message => match wire.get(1)? & 0x7f {
             126 => 4,
             127 => 10,
             _ => 2,
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_sequence_carries_the_delivery_id_and_the_body_is_shared() {
-        let mut reach = Reach::new(config(), Transport::Tcp);
+        let mut reach = Reach::new(config(), Framing::Stream);
         let wire = packet();
         let sent = reach.send(wire.clone(), Instant::now()).unwrap();
         assert_eq!(sent[1].as_ptr(), wire[16..].as_ptr(), "zero-copy body");
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn websocket_headers_are_skipped() {
-        let mut reach = Reach::new(config(), Transport::WebSocket);
+        let mut reach = Reach::new(config(), Framing::Message);
         let wire = websocket::server_binary(&packet());
         let sent = joined(reach.send(wire, Instant::now()).unwrap());
         let mut decoder = websocket::Decoder::new(websocket::Role::Client, 1024);
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_batches_are_retried_then_expire() {
-        let mut reach = Reach::new(config(), Transport::Tcp);
+        let mut reach = Reach::new(config(), Framing::Stream);
         let t0 = Instant::now();
         reach.send(packet(), t0).unwrap();
         reach
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn an_ack_after_a_retry_stops_further_retries() {
-        let mut reach = Reach::new(config(), Transport::Tcp);
+        let mut reach = Reach::new(config(), Framing::Stream);
         let t0 = Instant::now();
         reach.send(packet(), t0).unwrap();
         let mut out = Vec::new();

@@ -1,0 +1,14 @@
+//! The transports: the glue between a kind of listener and the one connection core
+//! (`crate::connection::Connection`). Each module here only moves bytes, wake-ups and
+//! timers; every decision about a connection is the core's.
+//!
+//! - [`socket`]: the readiness interface a byte stream offers the connection task.
+//! - [`task`]: the connection task over any [`Socket`]: TCP, TLS on TCP, WebSocket on either.
+//! - [`tcp`]: TCP listeners and their accept loop, plain or TLS.
+
+pub mod socket;
+pub mod task;
+pub mod tcp;
+
+pub use socket::Socket;
+pub use task::{MAX_OFFLINE, Shared, serve};
