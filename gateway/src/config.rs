@@ -34,6 +34,15 @@ pub struct Config {
     pub token_public_key_path: Option<String>,
     pub ws_listen: Option<SocketAddr>,
     pub tcp_listen: Option<SocketAddr>,
+    /// WebSocket on TLS (`wss://host:port/sub`); needs `[[tls.certificates]]`.
+    pub wss_listen: Option<SocketAddr>,
+    /// GOIM packets on TLS over TCP; needs `[[tls.certificates]]`.
+    pub tls_listen: Option<SocketAddr>,
+    /// QUIC (UDP): ALPN `danmu/1` for GOIM packets on one bidirectional stream; needs
+    /// `[[tls.certificates]]`.
+    pub quic_listen: Option<SocketAddr>,
+    /// Certificates for the TLS and QUIC listeners (`[tls]`).
+    pub tls: crate::transport::tls::TlsConfig,
     /// Host clients use to reach this gateway, as published in node lists.
     pub advertise_host: String,
     /// A connection that has not authenticated within this is closed. Default 10s.
@@ -131,6 +140,10 @@ impl Default for Config {
             token_public_key_path: None,
             ws_listen: Some(([0, 0, 0, 0], 7000).into()),
             tcp_listen: Some(([0, 0, 0, 0], 7100).into()),
+            wss_listen: None,
+            tls_listen: None,
+            quic_listen: None,
+            tls: Default::default(),
             advertise_host: "127.0.0.1".into(),
             auth_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(90),
@@ -228,11 +241,24 @@ impl Config {
                 "set it (or token_public_key_pem) to control's public key",
             );
         }
-        if self.ws_listen.is_none() && self.tcp_listen.is_none() {
+        let encrypted = [self.wss_listen, self.tls_listen, self.quic_listen];
+        if self.ws_listen.is_none()
+            && self.tcp_listen.is_none()
+            && encrypted.iter().all(Option::is_none)
+        {
             return invalid(
                 "ws_listen",
-                "enable at least one of ws_listen and tcp_listen",
+                "enable at least one of ws_listen, tcp_listen, wss_listen, tls_listen and quic_listen",
             );
+        }
+        if encrypted.iter().any(Option::is_some) && self.tls.certificates.is_empty() {
+            return invalid(
+                "tls.certificates",
+                "wss_listen, tls_listen and quic_listen need at least one [[tls.certificates]] (cert_file, key_file)",
+            );
+        }
+        if self.tls.reload_interval.is_zero() {
+            return invalid("tls.reload_interval", "must be more than zero");
         }
         if self.max_packet_bytes < danmu_proto::frame::HEADER_LEN {
             return invalid("max_packet_bytes", "must hold at least a header (16)");

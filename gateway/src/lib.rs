@@ -56,6 +56,12 @@ pub struct Gateway {
     pub node_id: String,
     pub ws_addr: Option<std::net::SocketAddr>,
     pub tcp_addr: Option<std::net::SocketAddr>,
+    pub wss_addr: Option<std::net::SocketAddr>,
+    pub tls_addr: Option<std::net::SocketAddr>,
+    /// QUIC's UDP address.
+    pub quic_addr: Option<std::net::SocketAddr>,
+    /// The certificates of the TLS and QUIC listeners (none without them).
+    pub certificates: Option<Arc<transport::tls::Certificates>>,
     shared: Arc<transport::Shared>,
     client: async_nats::Client,
     stop: CancellationToken,
@@ -160,8 +166,16 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
     };
     let shared = Arc::new(shared);
 
-    let ws_addr = listeners.ws.as_ref().map(|l| l.local_addr()).transpose()?;
-    let tcp_addr = listeners.tcp.as_ref().map(|l| l.local_addr()).transpose()?;
+    let addr = |l: &Option<tokio::net::TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
+    let ws_addr = addr(&listeners.ws)?;
+    let tcp_addr = addr(&listeners.tcp)?;
+    let wss_addr = addr(&listeners.wss)?;
+    let tls_addr = addr(&listeners.tls)?;
+    let quic_addr = listeners
+        .quic
+        .as_ref()
+        .map(|s| s.local_addr())
+        .transpose()?;
     let mut tasks = JoinSet::new();
     let connections = TaskTracker::new();
     for (listener, transport) in [
@@ -182,6 +196,56 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             ));
         }
     }
+    let encrypted = listeners.wss.is_some() || listeners.tls.is_some() || listeners.quic.is_some();
+    let certificates = match encrypted {
+        true => {
+            let certificates = transport::tls::Certificates::load(&config.tls.certificates)
+                .context("loading [[tls.certificates]]")?;
+            tasks.spawn(
+                certificates
+                    .clone()
+                    .watch(config.tls.reload_interval, stopped.clone()),
+            );
+            Some(certificates)
+        }
+        false => None,
+    };
+    for (listener, transport, alpn) in [
+        (listeners.wss, Transport::Wss, transport::tls::ALPN_WSS),
+        (listeners.tls, Transport::Tls, &[][..]),
+    ] {
+        let (Some(listener), Some(certificates)) = (listener, &certificates) else {
+            continue;
+        };
+        let server = transport::tls::server_config(certificates.clone(), alpn);
+        tasks.spawn(transport::tcp::accept_loop(
+            listener,
+            transport,
+            shared.clone(),
+            config.max_connections,
+            connections.clone(),
+            stopped.clone(),
+            move |stream, peer, shared, admitted, connections: &TaskTracker| {
+                match transport::tls::TlsSocket::new(
+                    stream,
+                    server.clone(),
+                    transport.label(),
+                    shared.stats.clone(),
+                ) {
+                    Ok(socket) => {
+                        connections
+                            .spawn(transport::serve(socket, peer, transport, shared, admitted));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "starting a TLS connection");
+                        if admitted {
+                            shared.stats.connection_ended(transport.label());
+                        }
+                    }
+                }
+            },
+        ));
+    }
 
     let js = async_nats::jetstream::new(client.clone());
     let store = nats::report::open_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;
@@ -196,6 +260,9 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             region: config.region.clone(),
             ws_addr: advertise(ws_addr),
             tcp_addr: advertise(tcp_addr),
+            wss_addr: advertise(wss_addr),
+            tls_addr: advertise(tls_addr),
+            quic_addr: advertise(quic_addr),
             ..Default::default()
         },
         capacity: config.capacity,
@@ -220,12 +287,16 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
         config.online_report_interval(),
         stopped,
     ));
-    tracing::info!(%node_id, region = %config.region, ?ws_addr, ?tcp_addr, "gateway started");
+    tracing::info!(%node_id, region = %config.region, ?ws_addr, ?tcp_addr, ?wss_addr, ?tls_addr, ?quic_addr, "gateway started");
     Ok(Gateway {
         stats,
         node_id,
         ws_addr,
         tcp_addr,
+        wss_addr,
+        tls_addr,
+        quic_addr,
+        certificates,
         shared,
         client,
         stop,

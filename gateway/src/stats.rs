@@ -11,6 +11,9 @@ use metrics::{
 
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// TLS and QUIC handshakes that did not complete
+    /// (`danmu_gateway_tls_handshake_failures_total`).
+    pub tls_handshake_failures: AtomicU64,
     pub connections_open: AtomicI64,
     pub connections_total: AtomicU64,
     /// Connections refused at accept because the gateway held `max_connections`.
@@ -75,6 +78,16 @@ pub struct Stats {
 /// Registers every gateway metric's help text with the installed recorder (`promtool check
 /// metrics` wants one per metric). Call after installing the exporter; a no-op without one.
 pub fn describe() {
+    describe_counter!(
+        "danmu_gateway_tls_handshake_failures_total",
+        "TLS and QUIC handshakes that did not complete, by transport and reason (incomplete: \
+         closed before the end, e.g. by the auth timeout)."
+    );
+    describe_counter!(
+        "danmu_gateway_tls_reloads_total",
+        "Certificate files found changed and loaded (result=ok) or refused (result=error, the \
+         previous certificates stay)."
+    );
     describe_gauge!(
         "danmu_gateway_connections",
         "Open client connections, by transport."
@@ -198,6 +211,18 @@ pub fn get(counter: &AtomicU64) -> u64 {
 }
 
 impl Stats {
+    /// A TLS (or QUIC) handshake failed; `reason` from `transport::tls::failure_reason`.
+    pub(crate) fn tls_handshake_failed(&self, transport: &'static str, reason: &'static str) {
+        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+        counter!("danmu_gateway_tls_handshake_failures_total", "transport" => transport, "reason" => reason)
+            .increment(1);
+    }
+
+    /// Certificate files changed: `result` is `ok` or `error`.
+    pub(crate) fn tls_reload(result: &'static str) {
+        counter!("danmu_gateway_tls_reloads_total", "result" => result).increment(1);
+    }
+
     pub(crate) fn connection_opened(&self, transport: &'static str) {
         self.connections_open.fetch_add(1, Ordering::Relaxed);
         self.connections_total.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,6 @@
-//! A protocol client for tests: speaks GOIM framing over WebSocket or TCP exactly as a
-//! third-party client would, decodes every batch fully, and counts what it received.
+//! A protocol client for tests: speaks GOIM framing over WebSocket or TCP (plain or on TLS)
+//! exactly as a third-party client would, decodes every batch fully, and counts what it
+//! received.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,8 +10,19 @@ use anyhow::{Context as _, bail};
 use bytes::{Bytes, BytesMut};
 use danmu_proto::frame::{self, Frame, op};
 use danmu_proto::{batch, websocket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A byte stream the client reads and writes: TCP, TLS on TCP, a QUIC stream.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// TLS for [`Client::connect_tls`]: the client configuration and the name to ask for (SNI).
+#[derive(Clone)]
+pub struct Tls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: String,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -28,7 +40,9 @@ pub enum Event {
 
 pub struct Client {
     transport: Transport,
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
+    /// The server's certificate (DER) on TLS.
+    pub peer_certificate: Option<Vec<u8>>,
     read_buf: BytesMut,
     ws: Option<websocket::Decoder>,
     /// Payload bytes of WebSocket messages not yet split into GOIM packets.
@@ -108,6 +122,7 @@ impl Client {
             Some(request.into_bytes()),
             None,
             None,
+            None,
         )
         .await
     }
@@ -127,7 +142,29 @@ impl Client {
         let request = (transport == Transport::WebSocket).then(|| {
             websocket::client_request(&addr.to_string(), path, "dGhlIHNhbXBsZSBub25jZQ==")
         });
-        Self::connect_request(transport, addr, request, receive_buffer, local).await
+        Self::connect_request(transport, addr, request, receive_buffer, local, None).await
+    }
+
+    /// Connects over TLS: `wss` with [`Transport::WebSocket`], TLS on TCP with
+    /// [`Transport::Tcp`].
+    pub async fn connect_tls(
+        transport: Transport,
+        addr: SocketAddr,
+        tls: &Tls,
+    ) -> anyhow::Result<Client> {
+        let request = (transport == Transport::WebSocket).then(|| {
+            websocket::client_request(&tls.server_name, "/sub", "dGhlIHNhbXBsZSBub25jZQ==")
+        });
+        Self::connect_request(transport, addr, request, None, None, Some(tls)).await
+    }
+
+    /// A client on a byte stream already open (a QUIC stream, say), framed as `transport`.
+    pub async fn on_stream(
+        transport: Transport,
+        stream: Box<dyn Stream>,
+        request: Option<Vec<u8>>,
+    ) -> anyhow::Result<Client> {
+        Self::start(transport, stream, request, None).await
     }
 
     async fn connect_request(
@@ -136,6 +173,7 @@ impl Client {
         request: Option<Vec<u8>>,
         receive_buffer: Option<u32>,
         local: Option<std::net::IpAddr>,
+        tls: Option<&Tls>,
     ) -> anyhow::Result<Client> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         if let Some(bytes) = receive_buffer {
@@ -146,11 +184,36 @@ impl Client {
                 .bind(SocketAddr::new(ip, 0))
                 .with_context(|| format!("binding {ip}"))?;
         }
-        let mut stream: TcpStream = socket
+        let stream: TcpStream = socket
             .connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
+        match tls {
+            None => Self::start(transport, Box::new(stream), request, None).await,
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())?;
+                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(name, stream)
+                    .await
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
+                let peer = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|der| der.to_vec());
+                Self::start(transport, Box::new(stream), request, peer).await
+            }
+        }
+    }
+
+    async fn start(
+        transport: Transport,
+        mut stream: Box<dyn Stream>,
+        request: Option<Vec<u8>>,
+        peer_certificate: Option<Vec<u8>>,
+    ) -> anyhow::Result<Client> {
         let mut read_buf = BytesMut::new();
         let mut handshake = String::new();
         let ws = if let Some(request) = request {
@@ -175,6 +238,7 @@ impl Client {
         Ok(Client {
             transport,
             stream,
+            peer_certificate,
             read_buf,
             ws,
             packets: BytesMut::new(),
@@ -189,7 +253,10 @@ impl Client {
     /// Sends raw bytes as the transport carries them (one binary message on WebSocket).
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         match self.transport {
-            Transport::Tcp => self.stream.write_all(bytes).await?,
+            Transport::Tcp => {
+                self.stream.write_all(bytes).await?;
+                self.stream.flush().await?;
+            }
             Transport::WebSocket => {
                 self.send_ws(websocket::opcode::BINARY, bytes).await?;
             }
@@ -201,6 +268,7 @@ impl Client {
     pub async fn send_ws(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
         let frame = websocket::client_frame(opcode, payload, [0x12, 0x34, 0x56, 0x78]);
         self.stream.write_all(&frame).await?;
+        self.stream.flush().await?;
         Ok(())
     }
 

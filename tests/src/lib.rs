@@ -18,6 +18,8 @@
 //! - [`wait`]: [`wait::eventually`] and [`assert_eventually!`]: poll a condition until a
 //!   deadline instead of sleeping.
 //! - [`room`]: joining clients to a room, warming a room's path up, publishing, sequences.
+//! - [`tls`]: self-signed certificates for the gateway's TLS and QUIC listeners, and the
+//!   rustls client configuration that trusts them.
 //! - [`ports`]: free loopback ports and pre-bound listeners for servers started by tests.
 //!
 //! nats-server 2.15+ must be installed: `scripts/install-deps` does it
@@ -30,6 +32,7 @@ pub mod http;
 pub mod nats;
 pub mod ports;
 pub mod room;
+pub mod tls;
 pub mod wait;
 
 pub use nats::{NatsServer, Supercluster, single, supercluster};

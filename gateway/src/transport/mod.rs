@@ -5,10 +5,12 @@
 //! - [`socket`]: the readiness interface a byte stream offers the connection task.
 //! - [`task`]: the connection task over any [`Socket`]: TCP, TLS on TCP, WebSocket on either.
 //! - [`tcp`]: TCP listeners and their accept loop, plain or TLS.
+//! - [`tls`]: rustls on TCP for `wss` and `tls`, certificates chosen by SNI and reloaded.
 
 pub mod socket;
 pub mod task;
 pub mod tcp;
+pub mod tls;
 
 pub use socket::Socket;
 pub use task::{MAX_OFFLINE, Shared, serve};

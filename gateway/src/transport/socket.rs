@@ -1,6 +1,8 @@
-//! The one interface between the connection task and a transport's byte stream. Readiness-based
-//! (wait, then try without blocking) so an idle connection holds no buffer: a new byte stream
-//! (TLS, a QUIC stream) is a new implementation in a file of its own, not a branch in the loop.
+//! The one interface between the connection task and a byte stream: plain TCP, or TLS on TCP
+//! (`super::tls`). Readiness-based (wait, then try without blocking) so an idle connection
+//! holds no buffer. A stream with bytes of its own to write (TLS records, `close_notify`) says
+//! so through `wants_flush`; plain TCP never has any. QUIC streams are driven by quinn's own
+//! endpoint and have their own glue (`super::quic`), not an implementation of this trait.
 
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
@@ -20,6 +22,19 @@ pub trait Socket: Send + Sync + 'static {
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     /// Writes what the stream takes now; `WouldBlock` means wait.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Whether the stream holds bytes of its own not yet on the socket (TLS records made
+    /// from plaintext already taken, handshake messages, alerts, `close_notify`).
+    fn wants_flush(&self) -> bool {
+        false
+    }
+    /// Writes those bytes as far as the socket takes them; `WouldBlock` means wait for
+    /// write readiness.
+    fn try_flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Begins an orderly close of the stream (TLS: queues `close_notify`); the bytes leave
+    /// with the next flush. Plain TCP has nothing to say: the close is the FIN.
+    fn start_close(&self) {}
 }
 
 impl Socket for TcpStream {

@@ -129,6 +129,7 @@ pub async fn serve<S: Socket>(
         blocked_bytes: None,
     };
     task.run(&mut conn).await;
+    task.finish(conn.limits().close_linger).await;
     task.count_close(&conn);
     task.report_blocked(false, 0);
     if admitted {
@@ -181,7 +182,7 @@ impl<S: Socket> Task<S> {
             let wanted = Wanted {
                 shutdown: !conn.is_closing() && !conn.is_draining(),
                 read: !conn.is_closing(),
-                write: conn.wants_write(),
+                write: conn.wants_write() || self.socket.wants_flush(),
                 outbound: self.member.is_some() && conn.is_joined(),
                 timer: timeout.is_some(),
             };
@@ -310,9 +311,47 @@ impl<S: Socket> Task<S> {
         }
     }
 
+    /// Closes the stream in order once the core is done with it: TLS sends `close_notify`,
+    /// within `linger` (plain TCP has nothing to send and returns at once).
+    async fn finish(&mut self, linger: Duration) {
+        self.socket.start_close();
+        let socket = &self.socket;
+        let flushed = std::future::poll_fn(|cx| {
+            loop {
+                if !socket.wants_flush() {
+                    return Poll::Ready(());
+                }
+                match socket.try_flush() {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        match socket.poll_write_ready(cx) {
+                            Poll::Ready(Ok(())) => continue,
+                            Poll::Ready(Err(_)) => return Poll::Ready(()),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    Err(_) => return Poll::Ready(()),
+                    Ok(()) => {}
+                }
+            }
+        });
+        let _ = tokio::time::timeout(linger, flushed).await;
+    }
+
     /// Writes what the socket takes, coming back to the member's queue for low priority left
-    /// behind while the socket keeps taking bytes.
+    /// behind while the socket keeps taking bytes; then what the stream holds of its own
+    /// (TLS records).
     fn write(&mut self, conn: &mut Connection) {
+        self.write_queued(conn);
+        if self.socket.wants_flush() && !conn.is_done() {
+            match self.socket.try_flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => conn.handle_peer_gone(Now::read(), &*self.shared),
+            }
+        }
+    }
+
+    fn write_queued(&mut self, conn: &mut Connection) {
         loop {
             while conn.wants_write() {
                 let mut slices = [std::io::IoSlice::new(&[]); crate::connection::MAX_SLICES];

@@ -1,4 +1,4 @@
-//! TCP listeners (`ws`, `tcp`) and the accept loop every TCP-based transport shares.
+//! TCP listeners (`ws`, `tcp`, and on TLS `wss`, `tls`) and the accept loop they share.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,10 @@ use crate::connection::Transport;
 pub struct Listeners {
     pub ws: Option<TcpListener>,
     pub tcp: Option<TcpListener>,
+    pub wss: Option<TcpListener>,
+    pub tls: Option<TcpListener>,
+    /// QUIC's UDP socket (WebTransport shares it).
+    pub quic: Option<std::net::UdpSocket>,
 }
 
 impl Listeners {
@@ -26,6 +30,14 @@ impl Listeners {
         Ok(Listeners {
             ws: bind(config.ws_listen).await?,
             tcp: bind(config.tcp_listen).await?,
+            wss: bind(config.wss_listen).await?,
+            tls: bind(config.tls_listen).await?,
+            quic: config
+                .quic_listen
+                .map(|addr| {
+                    std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))
+                })
+                .transpose()?,
         })
     }
 }

@@ -1,0 +1,269 @@
+//! Every transport the gateway serves carries the same frames: a room message reaches plain
+//! WebSocket, plain TCP, WebSocket on TLS (`wss`) and GOIM on TLS over TCP alike; certificates
+//! reload from their files without a restart; a client that speaks no TLS to a TLS port is
+//! closed and counted, and nobody else notices.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use danmu_gateway::stats::get;
+use danmu_tests::client::{Client, Tls, Transport};
+use danmu_tests::fabric::{Keys, SingleRegion};
+use danmu_tests::room::{self, danmu};
+use danmu_tests::tls::{TestCert, client_config_trusting, with_tls};
+use danmu_tests::{assert_eventually, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn tls(config: std::sync::Arc<rustls::ClientConfig>) -> Tls {
+    Tls {
+        config,
+        server_name: "localhost".into(),
+    }
+}
+
+async fn join_tls(
+    keys: &Keys,
+    transport: Transport,
+    addr: std::net::SocketAddr,
+    tls: &Tls,
+    uid: u64,
+    room: u64,
+    protover: u16,
+) -> anyhow::Result<Client> {
+    let mut client = Client::connect_tls(transport, addr, tls).await?;
+    let token = keys.token(uid, Some(vec![room]), Duration::from_secs(600));
+    let code = client.auth(uid, room, protover, &token).await?;
+    anyhow::ensure!(code == 0, "AUTH_REPLY code {code}");
+    Ok(client)
+}
+
+/// The next non-warm-up payload a client receives.
+async fn next_payload(client: &mut Client) -> anyhow::Result<Bytes> {
+    loop {
+        for payload in client.messages(1, WAIT).await? {
+            if room::sequence(&payload)?.is_some() {
+                return Ok(payload);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_room_message_reaches_every_transport_identically() -> anyhow::Result<()> {
+    let cert = TestCert::generate();
+    let fabric = SingleRegion::start_with(|_, gateway| with_tls(gateway, &cert)).await?;
+    let gateway = &fabric.gateway;
+    let wss = tls(cert.client_config(&[b"http/1.1"]));
+    let tcp_tls = tls(cert.client_config(&[]));
+    let room = 3001;
+    let mut clients = Vec::new();
+    for protover in [0, 3] {
+        let uid = 10 + u64::from(protover);
+        let keys = &fabric.keys;
+        clients.push((
+            "ws",
+            room::join(
+                keys,
+                Transport::WebSocket,
+                gateway.ws_addr.unwrap(),
+                uid,
+                room,
+                protover,
+            )
+            .await?,
+        ));
+        clients.push((
+            "tcp",
+            room::join(
+                keys,
+                Transport::Tcp,
+                gateway.tcp_addr.unwrap(),
+                uid,
+                room,
+                protover,
+            )
+            .await?,
+        ));
+        clients.push((
+            "wss",
+            join_tls(
+                keys,
+                Transport::WebSocket,
+                gateway.wss_addr.unwrap(),
+                &wss,
+                uid,
+                room,
+                protover,
+            )
+            .await?,
+        ));
+        clients.push((
+            "tls",
+            join_tls(
+                keys,
+                Transport::Tcp,
+                gateway.tls_addr.unwrap(),
+                &tcp_tls,
+                uid,
+                room,
+                protover,
+            )
+            .await?,
+        ));
+    }
+    for (_, client) in &clients {
+        assert_eq!(
+            client.peer_certificate.is_some(),
+            client.peer_certificate.as_deref() == Some(&cert.der()[..]),
+            "a TLS client sees the configured certificate"
+        );
+    }
+    {
+        let mut members: Vec<&mut Client> = clients.iter_mut().map(|(_, c)| c).collect();
+        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
+    }
+    let sent = danmu(1);
+    room::publish(&fabric.business, room, sent.clone()).await?;
+    for (label, client) in &mut clients {
+        let got = next_payload(client).await?;
+        assert_eq!(got, sent, "{label} decoded the same message");
+    }
+    let open = gateway
+        .stats
+        .connections_open
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(open, clients.len() as i64);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_certificate_files_serve_new_connections_and_a_bad_file_keeps_the_last_good_one()
+-> anyhow::Result<()> {
+    let mut cert = TestCert::generate();
+    let fabric = SingleRegion::start_with(|_, gateway| {
+        with_tls(gateway, &cert);
+        gateway.tls.reload_interval = Duration::from_millis(100);
+    })
+    .await?;
+    let gateway = &fabric.gateway;
+    let certificates = gateway.certificates.clone().expect("TLS is configured");
+    let addr = gateway.tls_addr.unwrap();
+    let room = 3002;
+    let old_der = cert.der();
+    let mut old = join_tls(
+        &fabric.keys,
+        Transport::Tcp,
+        addr,
+        &tls(cert.client_config(&[])),
+        1,
+        room,
+        0,
+    )
+    .await?;
+    assert_eq!(old.peer_certificate.as_deref(), Some(&old_der[..]));
+
+    cert.renew();
+    let new_der = cert.der();
+    let both = tls(client_config_trusting(
+        &[old_der.clone(), new_der.clone()],
+        &[],
+    ));
+    let mut renewed = eventually(
+        "a handshake with the renewed certificate",
+        WAIT,
+        async || {
+            let client = join_tls(&fabric.keys, Transport::Tcp, addr, &both, 2, room, 0).await?;
+            anyhow::Ok((client.peer_certificate.as_deref() == Some(&new_der[..])).then_some(client))
+        },
+    )
+    .await?;
+    assert!(get(&certificates.reloads) >= 1);
+
+    // The connection opened on the old certificate keeps receiving.
+    {
+        let mut members = [&mut old, &mut renewed];
+        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
+    }
+    let sent = danmu(7);
+    room::publish(&fabric.business, room, sent.clone()).await?;
+    assert_eq!(next_payload(&mut old).await?, sent);
+    assert_eq!(next_payload(&mut renewed).await?, sent);
+
+    // A broken certificate file is refused; handshakes keep the last good certificate.
+    std::fs::write(
+        &cert.files.cert_file,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n",
+    )?;
+    assert_eventually!(
+        WAIT,
+        "the broken file refused",
+        get(&certificates.reload_errors) >= 1
+    );
+    let client = join_tls(&fabric.keys, Transport::Tcp, addr, &both, 3, room, 0).await?;
+    assert_eq!(client.peer_certificate.as_deref(), Some(&new_der[..]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_tls_on_a_tls_port_is_closed_and_counted_alone() -> anyhow::Result<()> {
+    let cert = TestCert::generate();
+    let fabric = SingleRegion::start_with(|_, gateway| {
+        with_tls(gateway, &cert);
+        gateway.auth_timeout = Duration::from_secs(1);
+    })
+    .await?;
+    let gateway = &fabric.gateway;
+    let room = 3003;
+    let config = tls(cert.client_config(&[b"http/1.1"]));
+    let mut member = join_tls(
+        &fabric.keys,
+        Transport::WebSocket,
+        gateway.wss_addr.unwrap(),
+        &config,
+        1,
+        room,
+        3,
+    )
+    .await?;
+
+    // Plain HTTP where TLS is expected: an alert, then the close.
+    let mut plain = tokio::net::TcpStream::connect(gateway.wss_addr.unwrap()).await?;
+    plain
+        .write_all(b"GET /sub HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, plain.read_to_end(&mut answer)).await??;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "no HTTP answer in the clear: {answer:?}"
+    );
+    assert_eventually!(
+        WAIT,
+        "a failed handshake counted",
+        get(&gateway.stats.tls_handshake_failures) >= 1
+    );
+
+    // A client that opens TCP and never starts the handshake is closed by the auth timeout.
+    let mut silent = tokio::net::TcpStream::connect(gateway.tls_addr.unwrap()).await?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, silent.read_to_end(&mut rest)).await??;
+    // Nothing but a TLS alert record (content type 21: close_notify) before the close.
+    assert!(rest.is_empty() || rest[0] == 21, "{rest:?}");
+    assert_eventually!(
+        WAIT,
+        "an incomplete handshake counted",
+        get(&gateway.stats.tls_handshake_failures) >= 2
+    );
+
+    // The member on the same port never noticed.
+    {
+        let mut members = [&mut member];
+        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
+    }
+    let sent = danmu(3);
+    room::publish(&fabric.business, room, sent.clone()).await?;
+    assert_eq!(next_payload(&mut member).await?, sent);
+    Ok(())
+}
