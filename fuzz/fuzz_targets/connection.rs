@@ -1,6 +1,6 @@
 //! One client connection (`danmu_gateway::connection::Connection`, the sans-IO core) fed
-//! arbitrary bytes in arbitrary reads, on TCP (behind the PROXY protocol or not) and WebSocket:
-//! the upgrade parser, the WebSocket decoder, GOIM framing, AUTH and the session rules together.
+//! arbitrary bytes in arbitrary reads, on TCP (behind the PROXY protocol or not), a QUIC stream
+//! and WebSocket: the upgrade parser, the WebSocket decoder, GOIM framing, AUTH and the session rules together.
 //! Must hold: no panic; a connection that closes stays closed, with its first reason; the
 //! heartbeat timeout ends every connection.
 
@@ -90,10 +90,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let (transport, proxy) = match selector % 3 {
+    let (transport, proxy) = match selector % 4 {
         0 => (Transport::Tcp, false),
         1 => (Transport::Tcp, true),
-        _ => (Transport::Ws, false),
+        2 => (Transport::Ws, false),
+        // The QUIC stream (and TLS, WebTransport): stream framing that never expects a PROXY
+        // header, even where plain TCP is configured to.
+        _ => (Transport::Quic, true),
     };
     let t0 = Instant::now();
     let ctx = &*CONTEXT;

@@ -43,6 +43,8 @@ pub struct Config {
     pub quic_listen: Option<SocketAddr>,
     /// Certificates for the TLS and QUIC listeners (`[tls]`).
     pub tls: crate::transport::tls::TlsConfig,
+    /// QUIC settings (`[quic]`).
+    pub quic: crate::transport::quic::QuicConfig,
     /// Host clients use to reach this gateway, as published in node lists.
     pub advertise_host: String,
     /// A connection that has not authenticated within this is closed. Default 10s.
@@ -144,6 +146,7 @@ impl Default for Config {
             tls_listen: None,
             quic_listen: None,
             tls: Default::default(),
+            quic: Default::default(),
             advertise_host: "127.0.0.1".into(),
             auth_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(90),

@@ -246,6 +246,24 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             },
         ));
     }
+    if let (Some(socket), Some(certificates)) = (listeners.quic, &certificates) {
+        let server = transport::quic::server_config(certificates.clone(), &config.quic)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("starting the QUIC endpoint")?;
+        tasks.spawn(transport::quic::accept_loop(
+            endpoint,
+            config.quic.clone(),
+            shared.clone(),
+            config.max_connections,
+            connections.clone(),
+            stopped.clone(),
+        ));
+    }
 
     let js = async_nats::jetstream::new(client.clone());
     let store = nats::report::open_bucket(&js, &config.nodes_bucket, config.node_ttl).await?;

@@ -82,9 +82,33 @@ pub fn client_config_trusting(ders: &[Vec<u8>], alpn: &[&[u8]]) -> Arc<rustls::C
     Arc::new(config)
 }
 
-/// Adds `wss` and `tls` listeners on free loopback ports with `cert` to a gateway config.
+/// Adds `wss`, `tls` and `quic` listeners on free loopback ports with `cert` to a gateway
+/// config.
 pub fn with_tls(config: &mut danmu_gateway::Config, cert: &TestCert) {
     config.wss_listen = Some(([127, 0, 0, 1], 0).into());
     config.tls_listen = Some(([127, 0, 0, 1], 0).into());
+    config.quic_listen = Some(([127, 0, 0, 1], 0).into());
     config.tls.certificates = vec![cert.files.clone()];
+}
+
+/// A QUIC client connection to a gateway's `quic_listen`, trusting `cert`, with ALPN
+/// `danmu/1`, on its own client endpoint (bound to an ephemeral loopback port).
+pub async fn quic_connect(
+    addr: std::net::SocketAddr,
+    cert: &TestCert,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+    let crypto = cert.client_config(&[danmu_gateway::transport::quic::ALPN_DANMU]);
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)?;
+    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = endpoint.connect(addr, "localhost")?.await?;
+    Ok((endpoint, connection))
+}
+
+/// Opens the one bidirectional stream of a QUIC connection as a [`crate::client::Client`]
+/// stream (framed like TCP).
+pub async fn quic_client(connection: &quinn::Connection) -> anyhow::Result<crate::client::Client> {
+    let (send, recv) = connection.open_bi().await?;
+    let stream = tokio::io::join(recv, send);
+    crate::client::Client::on_stream(crate::client::Transport::Tcp, Box::new(stream), None).await
 }

@@ -1,5 +1,5 @@
 //! Every transport the gateway serves carries the same frames: a room message reaches plain
-//! WebSocket, plain TCP, WebSocket on TLS (`wss`) and GOIM on TLS over TCP alike; certificates
+//! WebSocket, plain TCP, WebSocket on TLS (`wss`), GOIM on TLS over TCP and QUIC alike; certificates
 //! reload from their files without a restart; a client that speaks no TLS to a TLS port is
 //! closed and counted, and nobody else notices.
 
@@ -10,7 +10,7 @@ use danmu_gateway::stats::get;
 use danmu_tests::client::{Client, Tls, Transport};
 use danmu_tests::fabric::{Keys, SingleRegion};
 use danmu_tests::room::{self, danmu};
-use danmu_tests::tls::{TestCert, client_config_trusting, with_tls};
+use danmu_tests::tls::{TestCert, client_config_trusting, quic_client, quic_connect, with_tls};
 use danmu_tests::{assert_eventually, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -59,6 +59,7 @@ async fn one_room_message_reaches_every_transport_identically() -> anyhow::Resul
     let tcp_tls = tls(cert.client_config(&[]));
     let room = 3001;
     let mut clients = Vec::new();
+    let mut quic_endpoints: Vec<(quinn::Endpoint, quinn::Connection)> = Vec::new();
     for protover in [0, 3] {
         let uid = 10 + u64::from(protover);
         let keys = &fabric.keys;
@@ -112,6 +113,12 @@ async fn one_room_message_reaches_every_transport_identically() -> anyhow::Resul
             )
             .await?,
         ));
+        let (endpoint, connection) = quic_connect(gateway.quic_addr.unwrap(), &cert).await?;
+        let mut quic = quic_client(&connection).await?;
+        let token = keys.token(uid, Some(vec![room]), Duration::from_secs(600));
+        assert_eq!(quic.auth(uid, room, protover, &token).await?, 0);
+        quic_endpoints.push((endpoint, connection));
+        clients.push(("quic", quic));
     }
     for (_, client) in &clients {
         assert_eq!(
@@ -263,6 +270,74 @@ async fn a_client_without_tls_on_a_tls_port_is_closed_and_counted_alone() -> any
         room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
     }
     let sent = danmu(3);
+    room::publish(&fabric.business, room, sent.clone()).await?;
+    assert_eq!(next_payload(&mut member).await?, sent);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_keeps_a_session_across_an_address_change_and_answers_bad_input_alone()
+-> anyhow::Result<()> {
+    let cert = TestCert::generate();
+    let fabric = SingleRegion::start_with(|_, gateway| {
+        with_tls(gateway, &cert);
+        gateway.auth_timeout = Duration::from_secs(1);
+    })
+    .await?;
+    let gateway = &fabric.gateway;
+    let addr = gateway.quic_addr.unwrap();
+    let room = 3004;
+    let token = |uid| {
+        fabric
+            .keys
+            .token(uid, Some(vec![room]), Duration::from_secs(600))
+    };
+    let (endpoint, connection) = quic_connect(addr, &cert).await?;
+    let mut member = quic_client(&connection).await?;
+    assert_eq!(member.auth(1, room, 0, &token(1)).await?, 0);
+
+    // Datagrams are not offered: the client's stack refuses to send one.
+    assert!(
+        matches!(
+            connection.send_datagram(Bytes::from_static(b"x")),
+            Err(quinn::SendDatagramError::UnsupportedByPeer)
+        ),
+        "the gateway advertises no datagram support"
+    );
+
+    // Migration: the client moves to another UDP port; the session (and its room) stays.
+    endpoint.rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    {
+        let mut members = [&mut member];
+        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
+    }
+    let sent = danmu(11);
+    room::publish(&fabric.business, room, sent.clone()).await?;
+    assert_eq!(next_payload(&mut member).await?, sent);
+
+    // Garbage on another connection's stream: that connection is closed with the reason.
+    let (_bad_endpoint, bad) = quic_connect(addr, &cert).await?;
+    let (mut send, _recv) = bad.open_bi().await?;
+    send.write_all(&[0xff; 64]).await?;
+    let closed = tokio::time::timeout(WAIT, bad.closed()).await?;
+    match &closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(0));
+            assert_eq!(&close.reason[..], b"protocol_error", "{close:?}");
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+
+    // A connection that never opens its stream is closed when AUTH is overdue.
+    let (_idle_endpoint, idle) = quic_connect(addr, &cert).await?;
+    let closed = tokio::time::timeout(WAIT, idle.closed()).await?;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(1)),
+        "{closed:?}"
+    );
+
+    // The member noticed none of it.
+    let sent = danmu(12);
     room::publish(&fabric.business, room, sent.clone()).await?;
     assert_eq!(next_payload(&mut member).await?, sent);
     Ok(())

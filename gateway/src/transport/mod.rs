@@ -6,7 +6,10 @@
 //! - [`task`]: the connection task over any [`Socket`]: TCP, TLS on TCP, WebSocket on either.
 //! - [`tcp`]: TCP listeners and their accept loop, plain or TLS.
 //! - [`tls`]: rustls on TCP for `wss` and `tls`, certificates chosen by SNI and reloaded.
+//! - [`quic`]: quinn on UDP, one bidirectional stream per connection behind the same
+//!   [`Socket`] interface.
 
+pub mod quic;
 pub mod socket;
 pub mod task;
 pub mod tcp;

@@ -101,14 +101,15 @@ pub const MAX_OFFLINE: usize = 1000;
 /// Serves one accepted socket until it closes. `admitted: false` means the gateway is at its
 /// connection cap: the client gets a close (1013 on WebSocket) and nothing else. An admitted
 /// connection was counted open by the caller (at accept, so a burst cannot overshoot the cap);
-/// it is counted ended here.
+/// it is counted ended here. Returns the close reason's label (`peer_gone` when the client
+/// left first), which a QUIC close carries as its reason phrase.
 pub async fn serve<S: Socket>(
     socket: S,
     peer: SocketAddr,
     transport: Transport,
     shared: Arc<Shared>,
     admitted: bool,
-) {
+) -> &'static str {
     let label = transport.label();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
@@ -135,6 +136,8 @@ pub async fn serve<S: Socket>(
     if admitted {
         task.shared.stats.connection_ended(label);
     }
+    conn.close_reason()
+        .map_or("closed", |reason| reason.label())
 }
 
 /// The IO half of one connection.

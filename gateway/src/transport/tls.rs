@@ -253,6 +253,18 @@ pub fn server_config(certificates: Arc<Certificates>, alpn: &[&[u8]]) -> Arc<Ser
     Arc::new(config)
 }
 
+/// The same on TLS 1.3 only, as QUIC requires (RFC 9001 4.2).
+pub fn server_config_tls13(certificates: Arc<Certificates>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("ring supports TLS 1.3")
+            .with_no_client_auth()
+            .with_cert_resolver(certificates);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
 /// A TCP stream carrying TLS, read and written in plaintext through the readiness interface.
 ///
 /// rustls buffers at most 64 KiB of records not yet written (its default buffer limit);
