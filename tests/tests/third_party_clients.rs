@@ -3,6 +3,8 @@
 //! gateway over WebSocket and TCP with protover 2 and 3: a lone message, which the distributor
 //! sends as a plain version-0 packet (no brotli), and a burst, which arrives as compressed
 //! batches. Node runs `tests/compat/receive.js`, which prints what the library decoded.
+//! The unmodified `blivedm` (PyPI), which speaks only `wss`, receives the same from the
+//! gateway's own TLS port (`tests/compat/blivedm_receive.py`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -188,5 +190,53 @@ async fn bilibili_live_ws_receives_lone_messages_and_batches() -> anyhow::Result
     for mut viewer in viewers {
         let _ = viewer.child.kill().await;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blivedm_receives_over_the_gateways_own_wss_port() -> anyhow::Result<()> {
+    let cert = danmu_tests::tls::TestCert::generate();
+    let f =
+        SingleRegion::start_with(|_, gateway| danmu_tests::tls::with_tls(gateway, &cert)).await?;
+    let addr = f.gateway.wss_addr.expect("wss is configured");
+    let uid = 5;
+    let token = f.keys.token(uid, None, Duration::from_secs(600));
+    let mut child = Command::new("python3")
+        .current_dir(compat_dir())
+        .arg("blivedm_receive.py")
+        .args([
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            &ROOM.to_string(),
+            &uid.to_string(),
+            &token,
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running python3 with blivedm (scripts/install-deps installs it)")?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut viewer = Viewer {
+        label: "blivedm wss".into(),
+        child,
+        lines: BufReader::new(stdout).lines(),
+    };
+    let live = viewer.next().await?;
+    ensure!(
+        live["event"] == "live",
+        "expected AUTH to succeed, got {live}"
+    );
+    viewer
+        .warm(&f.business, tokio::time::Instant::now() + WAIT)
+        .await?;
+    for n in 0..=BURST {
+        room::publish(&f.business, ROOM, danmu(n)).await?;
+    }
+    for n in 0..=BURST {
+        let message = viewer.next_message().await?;
+        assert_eq!(message["n"], n, "blivedm: complete and in order: {message}");
+        assert_eq!(message["info"][1], "hello");
+    }
+    let _ = viewer.child.kill().await;
     Ok(())
 }
