@@ -58,6 +58,12 @@ pub enum IdleTarget {
     Ws,
     /// Our gateway over TCP.
     Tcp,
+    /// Our gateway over WebSocket on TLS.
+    Wss,
+    /// Our gateway over TLS on TCP.
+    Tls,
+    /// Our gateway over QUIC (one stream per connection).
+    Quic,
 }
 
 impl IdleTarget {
@@ -66,6 +72,9 @@ impl IdleTarget {
             IdleTarget::NatsWs => "nats-server websocket",
             IdleTarget::Ws => "gateway websocket",
             IdleTarget::Tcp => "gateway tcp",
+            IdleTarget::Wss => "gateway wss",
+            IdleTarget::Tls => "gateway tls",
+            IdleTarget::Quic => "gateway quic",
         }
     }
 
@@ -75,6 +84,10 @@ impl IdleTarget {
             IdleTarget::NatsWs => None,
             IdleTarget::Ws => Some(4.0),
             IdleTarget::Tcp => Some(3.0),
+            // SPEC: TLS transports at most twice their plain form's bar; QUIC 16 KiB.
+            IdleTarget::Wss => Some(8.0),
+            IdleTarget::Tls => Some(6.0),
+            IdleTarget::Quic => Some(16.0),
         }
     }
 }
@@ -148,7 +161,11 @@ pub async fn run(options: &IdleOptions) -> anyhow::Result<IdleReport> {
         }
         let mut row = match target {
             IdleTarget::NatsWs => measure_peer(&fabric, n, options.concurrency).await,
-            IdleTarget::Ws | IdleTarget::Tcp => {
+            IdleTarget::Ws
+            | IdleTarget::Tcp
+            | IdleTarget::Wss
+            | IdleTarget::Tls
+            | IdleTarget::Quic => {
                 measure_gateway(
                     &fabric,
                     &options.gateway_bin,
@@ -271,23 +288,63 @@ async fn measure_gateway(
     burst_batches: usize,
 ) -> anyhow::Result<Measurement> {
     let (ws, tcp) = (crate::fabric::free_addr(), crate::fabric::free_addr());
+    let (wss, tls, quic) = (
+        crate::fabric::free_addr(),
+        crate::fabric::free_addr(),
+        crate::fabric::free_addr(),
+    );
     let name = format!("gateway-{target:?}").to_lowercase();
+    // Every listener on every run, so the rows differ by what the clients use, not by what
+    // the gateway loaded. The QUIC idle timeout as long as the heartbeat timeout the fabric
+    // sets: idle load clients send no heartbeats.
+    let cert = danmu_tests::tls::TestCert::generate();
+    let extra = format!(
+        "wss_listen = \"{wss}\"\ntls_listen = \"{tls}\"\nquic_listen = \"{quic}\"\n\
+         [[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n\
+         [quic]\nmax_idle_timeout = \"1h\"\n",
+        cert.files.cert_file, cert.files.key_file
+    );
     let mut gateway = fabric
-        .spawn_gateway(&name, bin, (ws, tcp), None, "")
+        .spawn_gateway(&name, bin, (ws, tcp), None, &extra)
         .await?;
     let pid = gateway.pid();
     let before = stable_rss(pid).await?;
     let (transport, addr) = match target {
-        IdleTarget::Tcp => (Transport::Tcp, tcp),
+        IdleTarget::Tcp | IdleTarget::Tls | IdleTarget::Quic => (Transport::Tcp, tcp),
         _ => (Transport::WebSocket, ws),
     };
-    let keys = &fabric.keys;
+    let client_tls = |alpn: &[&[u8]]| danmu_tests::client::Tls {
+        config: cert.client_config(alpn),
+        server_name: "localhost".into(),
+    };
+    let how = match target {
+        IdleTarget::Wss => Connect::Tls(wss, client_tls(&[b"http/1.1"])),
+        IdleTarget::Tls => Connect::Tls(tls, client_tls(&[])),
+        IdleTarget::Quic => Connect::Quic(quic, quic_client_endpoint(&cert)?),
+        _ => Connect::Plain(addr),
+    };
+    let (keys, how) = (&fabric.keys, &how);
     let started = Instant::now();
     let mut clients: Vec<Client> = futures::stream::iter(0..n)
         .map(|i| async move {
-            danmu_tests::room::join(keys, transport, addr, i as u64 + 1, room_of(i), PROTOVER)
-                .await
-                .with_context(|| format!("connection {i} of {n} to {addr}"))
+            let uid = i as u64 + 1;
+            let room = room_of(i);
+            let mut client = match how {
+                Connect::Plain(addr) => Client::connect(transport, *addr).await,
+                Connect::Tls(addr, tls) => Client::connect_tls(transport, *addr, tls).await,
+                Connect::Quic(addr, endpoint) => {
+                    async {
+                        let connection = endpoint.connect(*addr, "localhost")?.await?;
+                        danmu_tests::tls::quic_client(&connection).await
+                    }
+                    .await
+                }
+            }
+            .with_context(|| format!("connection {i} of {n}"))?;
+            let token = keys.token(uid, Some(vec![room]), Duration::from_secs(3600));
+            let code = client.auth(uid, room, PROTOVER, &token).await?;
+            ensure!(code == 0, "connection {i}: AUTH_REPLY code {code}");
+            anyhow::Ok(client)
         })
         .buffer_unordered(concurrency)
         .try_collect()
@@ -327,6 +384,23 @@ async fn measure_gateway(
     drop(clients);
     drop(gateway);
     Ok(row)
+}
+
+/// How the load client reaches the gateway for one target.
+enum Connect {
+    Plain(std::net::SocketAddr),
+    Tls(std::net::SocketAddr, danmu_tests::client::Tls),
+    /// One client endpoint (one UDP socket) for every connection.
+    Quic(std::net::SocketAddr, quinn::Endpoint),
+}
+
+/// A QUIC client endpoint trusting `cert`, offering ALPN `danmu/1`.
+fn quic_client_endpoint(cert: &danmu_tests::tls::TestCert) -> anyhow::Result<quinn::Endpoint> {
+    let crypto = cert.client_config(&[danmu_gateway::transport::quic::ALPN_DANMU]);
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)?;
+    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    Ok(endpoint)
 }
 
 /// Publishes `batches` edge batches of [`BURST_MESSAGES`] danmu to every room (as the

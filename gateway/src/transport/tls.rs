@@ -240,6 +240,36 @@ fn parse_all(
         .collect()
 }
 
+/// Why [`self_signed`] made no certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfSignedError {
+    /// Browsers accept a certificate pinned by hash for at most 14 days (W3C WebTransport,
+    /// `serverCertificateHashes`).
+    #[error("a self-signed certificate may last at most 14 days, not {0}")]
+    TooLong(u32),
+    #[error(transparent)]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// A self-signed certificate and its key (both PEM) for `names` (DNS names or IP addresses),
+/// valid from an hour ago for `days`: an ECDSA P-256 key, and at most 14 days, so a browser
+/// may also trust it by its hash for WebTransport (`serverCertificateHashes` accepts nothing
+/// else). For development and tests; production certificates come from a CA.
+///
+/// Errors: `days` above 14, or a name rcgen refuses.
+pub fn self_signed(names: &[String], days: u32) -> Result<(String, String), SelfSignedError> {
+    if days > 14 {
+        return Err(SelfSignedError::TooLong(days));
+    }
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// A rustls server configuration on `certificates` offering `alpn` (TLS 1.2 and 1.3,
 /// ring's cipher suites, no client certificates, no 0-RTT).
 pub fn server_config(certificates: Arc<Certificates>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
@@ -491,6 +521,18 @@ mod tests {
 
     fn der(key: &CertifiedKey) -> Vec<u8> {
         key.end_entity_cert().unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_self_signed_certificate_loads_and_lasts_at_most_fourteen_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let (cert, key) = self_signed(&names, 13).unwrap();
+        let files = write(dir.path(), "s", &(cert, key));
+        let certs = Certificates::load(&[files]).unwrap();
+        assert!(certs.select(Some("localhost")).is_some());
+        assert!(certs.first_sha256().is_some());
+        assert!(self_signed(&names, 15).is_err());
     }
 
     #[test]

@@ -475,7 +475,7 @@ fn examples_in_the_docs() {
         vec![Message::Binary(heartbeat)]
     );
     assert_eq!(
-        &close_frame(Role::Server, 1003, "binary only")[..],
-        &hex("88 0d 03 eb 62 69 6e 61 72 79 20 6f 6e 6c 79")[..]
+        &close_frame(Role::Server, 1003, "text message")[..],
+        &hex("88 0e 03 eb 74 65 78 74 20 6d 65 73 73 61 67 65")[..]
     );
 }
