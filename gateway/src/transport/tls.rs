@@ -497,7 +497,7 @@ impl Socket for TlsSocket {
 mod tests {
     use super::*;
 
-    fn self_signed(names: &[&str]) -> (String, String) {
+    fn generated(names: &[&str]) -> (String, String) {
         let cert = rcgen::generate_simple_self_signed(
             names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         )
@@ -527,19 +527,19 @@ mod tests {
     fn a_self_signed_certificate_loads_and_lasts_at_most_fourteen_days() {
         let dir = tempfile::tempdir().unwrap();
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let (cert, key) = self_signed(&names, 13).unwrap();
+        let (cert, key) = super::self_signed(&names, 13).unwrap();
         let files = write(dir.path(), "s", &(cert, key));
         let certs = Certificates::load(&[files]).unwrap();
         assert!(certs.select(Some("localhost")).is_some());
         assert!(certs.first_sha256().is_some());
-        assert!(self_signed(&names, 15).is_err());
+        assert!(super::self_signed(&names, 15).is_err());
     }
 
     #[test]
     fn sni_picks_the_certificate_valid_for_the_name_and_falls_back_to_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let a = write(dir.path(), "a", &self_signed(&["a.example"]));
-        let b = write(dir.path(), "b", &self_signed(&["*.b.example"]));
+        let a = write(dir.path(), "a", &generated(&["a.example"]));
+        let b = write(dir.path(), "b", &generated(&["*.b.example"]));
         let certs = Certificates::load(&[a, b]).unwrap();
         let first = der(&certs.select(None).unwrap());
         let second = der(&certs.select(Some("x.b.example")).unwrap());
@@ -551,12 +551,12 @@ mod tests {
     #[test]
     fn a_changed_file_is_loaded_and_a_bad_one_keeps_the_last_good_set() {
         let dir = tempfile::tempdir().unwrap();
-        let files = write(dir.path(), "a", &self_signed(&["a.example"]));
+        let files = write(dir.path(), "a", &generated(&["a.example"]));
         let certs = Certificates::load(std::slice::from_ref(&files)).unwrap();
         let before = der(&certs.select(None).unwrap());
         assert!(!certs.reload().unwrap(), "unchanged files load nothing");
 
-        write(dir.path(), "a", &self_signed(&["a.example"]));
+        write(dir.path(), "a", &generated(&["a.example"]));
         assert!(certs.reload().unwrap());
         let renewed = der(&certs.select(None).unwrap());
         assert_ne!(before, renewed);
@@ -574,8 +574,8 @@ mod tests {
     #[test]
     fn a_key_that_does_not_fit_the_certificate_is_refused_with_the_file_name() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, _) = self_signed(&["a.example"]);
-        let (_, other_key) = self_signed(&["a.example"]);
+        let (cert, _) = generated(&["a.example"]);
+        let (_, other_key) = generated(&["a.example"]);
         let files = write(dir.path(), "a", &(cert, other_key));
         let error = Certificates::load(&[files]).unwrap_err().to_string();
         assert!(error.contains("a.key") && error.contains("fit"), "{error}");
