@@ -2,6 +2,7 @@
 """Checks of one region's rendered chart that neither helm nor kubernetes-validate makes.
 
     check-chart-manifests.py <rendered.yaml> <out dir> <region>
+    check-chart-manifests.py --overrides <rendered.yaml>
 
 - Every PodMonitor selects pods of the release, and each selected pod has a container port of
   the name it scrapes; the gateway, distributor and control are each selected.
@@ -10,8 +11,14 @@
   the `include` in nats.conf resolves as in the pod); <out>/nats-config/nats.conf is then
   ready for `nats-server -t`.
 - Every dashboard ConfigMap (label grafana_dashboard) holds JSON with a title and panels.
-- The gateway's terminationGracePeriodSeconds exceeds its drain_period plus the preStop wait.
+- The gateway's terminationGracePeriodSeconds exceeds its drain_period and linger, and it has no
+  lifecycle hook (the image has no shell; SIGTERM starts the drain).
 - The services' TOML configs parse and name this region.
+
+With --overrides, the render of ci/overrides-values.yaml: each of its values lands where it
+should (pod annotations and labels, securityContexts, scheduling, the gateway Service's source
+ranges and annotations, control's Ingress with TLS, the helm test's given Secret and hash) and
+every pod keeps its config and secrets checksums.
 
 Exits 1 with a message naming the resource on the first failure.
 """
@@ -152,12 +159,82 @@ def main(rendered, out, region):
     if grace <= drain + 2 * linger:
         fail(f"terminationGracePeriodSeconds {grace} is not longer than the drain "
              f"({drain} s + 2 x {linger} s linger)")
-    pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
-    if "kill -TERM 1" not in " ".join(pre_stop):
-        fail("the gateway's preStop hook does not start the drain")
+    # The image has no shell: the kubelet's own SIGTERM starts the drain.
+    if "lifecycle" in spec["containers"][0]:
+        fail("the gateway has a lifecycle hook; the image has no shell, the drain starts on SIGTERM")
+
+
+def check_overrides(rendered):
+    docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    deployments = by_kind.get("Deployment", {})
+    for component in ("gateway", "distributor", "control"):
+        name = f"danmu-{component}"
+        if name not in deployments:
+            fail(f"no Deployment {name}")
+        template = deployments[name]["spec"]["template"]
+        meta, spec = template["metadata"], template["spec"]
+        annotations = meta.get("annotations", {})
+        for key in ("checksum/config", "checksum/secrets", "example.com/team"):
+            if key not in annotations:
+                fail(f"{name}: pod annotation {key} missing")
+        if meta["labels"].get("example.com/cost-center") != "42":
+            fail(f"{name}: the top-level podLabels are missing")
+        if meta["labels"].get("app.kubernetes.io/component") != component:
+            fail(f"{name}: the selector label was overridden")
+        if spec["securityContext"].get("runAsUser") != 10001:
+            fail(f"{name}: podSecurityContext not applied")
+        container = spec["containers"][0]["securityContext"]
+        if not container.get("readOnlyRootFilesystem") or container["capabilities"]["drop"] != ["ALL"]:
+            fail(f"{name}: the container securityContext lost its defaults")
+        expected = {"gateway": "danmu-edge"}.get(component, "danmu-core")
+        if spec.get("priorityClassName") != expected:
+            fail(f"{name}: priorityClassName {spec.get('priorityClassName')!r}, not {expected}")
+    gateway = deployments["danmu-gateway"]["spec"]["template"]
+    if gateway["metadata"]["annotations"].get("example.com/scrape") != "false":
+        fail("danmu-gateway: its own podAnnotations are missing")
+    if gateway["metadata"]["labels"].get("example.com/tier") != "edge":
+        fail("danmu-gateway: its own podLabels are missing")
+    spec = gateway["spec"]
+    if spec.get("nodeSelector") != {"example.com/pool": "edge"} or not spec.get("tolerations"):
+        fail("danmu-gateway: nodeSelector or tolerations not applied")
+    if "nodeAffinity" not in spec.get("affinity", {}) or "podAntiAffinity" in spec["affinity"]:
+        fail("danmu-gateway: the affinity override did not replace the default")
+    if spec["topologySpreadConstraints"][0]["maxSkew"] != 2:
+        fail("danmu-gateway: the topologySpreadConstraints override did not replace the default")
+    service = by_kind["Service"]["danmu-gateway"]
+    if service["spec"].get("loadBalancerSourceRanges") != ["203.0.113.0/24", "2001:db8::/32"]:
+        fail("danmu-gateway Service: loadBalancerSourceRanges not applied")
+    if "service.beta.kubernetes.io/aws-load-balancer-type" not in service["metadata"].get("annotations", {}):
+        fail("danmu-gateway Service: annotations not applied")
+    ingress = by_kind.get("Ingress", {}).get("danmu-control")
+    if ingress is None:
+        fail("no Ingress danmu-control")
+    if ingress["spec"]["tls"] != [{"secretName": "danmu-control-tls",
+                                   "hosts": ["control.eu.danmu.example.com"]}]:
+        fail("Ingress danmu-control: TLS not applied")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    if backend != {"name": "danmu-control", "port": {"name": "http"}}:
+        fail(f"Ingress danmu-control routes to {backend}")
+    if "danmu-test" in by_kind.get("Secret", {}):
+        fail("the chart rendered a test Secret although tests.existingSecret names one")
+    smoke = next(p for p in by_kind["Pod"].values()
+                 if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test")
+    refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in smoke["spec"]["containers"][0]["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})]
+    if "danmu-test" not in refs:
+        fail(f"the helm test pod reads {refs}, not the given Secret danmu-test")
+    auth = next(cm for cm in by_kind["ConfigMap"].values() if "danmu.conf" in cm.get("data", {}))
+    if "$2a$10$6BhpttBJdtwM/jBj2wVSXuG3xdoQIzI8.HuZe9O96mUweZCnSopFO" not in auth["data"]["danmu.conf"]:
+        fail("danmu.conf does not hold tests.natsPasswordHash for danmu-smoke")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) == 3 and sys.argv[1] == "--overrides":
+        check_overrides(sys.argv[2])
+    elif len(sys.argv) == 4:
+        main(*sys.argv[1:])
+    else:
         fail(__doc__.splitlines()[2].strip())
-    main(*sys.argv[1:])

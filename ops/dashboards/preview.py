@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 DASHBOARDS = pathlib.Path(__file__).resolve().parents[2] / "charts" / "danmu" / "dashboards"
 LABEL = "preview from Prometheus data, not Grafana"
@@ -34,6 +35,17 @@ def query_range(base, expr, start, end, step):
     if body.get("status") != "success":
         raise RuntimeError(f"{expr}: {body}")
     return body["data"]["result"]
+
+
+# What Grafana shows for each unit the generator uses, as the axis label.
+UNIT_WORDS = {"s": "seconds", "bytes": "bytes", "Bps": "bytes/s", "percentunit": "percent",
+              "short": "count"}
+
+
+def unit_words(unit):
+    if unit.startswith("suffix:"):
+        return unit.removeprefix("suffix:").strip()
+    return UNIT_WORDS.get(unit, unit)
 
 
 def legend(fmt, labels):
@@ -73,7 +85,9 @@ def draw(path, base, minutes, rate):
                 drawn += 1
         ax.set_title(panel["title"], fontsize=9)
         ax.set_xlabel("minutes ago", fontsize=7)
-        ax.set_ylabel(unit, fontsize=7)
+        ax.set_ylabel(unit_words(unit), fontsize=7)
+        if unit == "percentunit":
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.tick_params(labelsize=7)
         if drawn:
             ax.legend(fontsize=6, loc="upper left")

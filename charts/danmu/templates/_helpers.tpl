@@ -52,8 +52,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- add .Values.gateway.drainPeriodSeconds (mul 2 .Values.gateway.closeLingerSeconds) .Values.gateway.terminationGraceExtraSeconds -}}
 {{- end -}}
 
-{{/* Pod anti-affinity (spread replicas over nodes) and topology spread over zones. */}}
-{{- define "danmu.spread" -}}
+{{/* The scheduling, security and pull settings of one component's pods, for the pod spec:
+(dict "ctx" $ "component" "gateway"). affinity and topologySpreadConstraints default to spreading
+replicas over nodes and zones; a component's own values replace the defaults whole. */}}
+{{- define "danmu.podSpec" -}}
+{{- $v := index .ctx.Values .component -}}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with .ctx.Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.affinity }}
+affinity:
+  {{- toYaml $v.affinity | nindent 2 }}
+{{- else }}
 affinity:
   podAntiAffinity:
     preferredDuringSchedulingIgnoredDuringExecution:
@@ -63,6 +81,11 @@ affinity:
           labelSelector:
             matchLabels:
               {{- include "danmu.selectorLabels" . | nindent 14 }}
+{{- end }}
+{{- if $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $v.topologySpreadConstraints | nindent 2 }}
+{{- else }}
 topologySpreadConstraints:
   - maxSkew: 1
     topologyKey: topology.kubernetes.io/zone
@@ -70,4 +93,71 @@ topologySpreadConstraints:
     labelSelector:
       matchLabels:
         {{- include "danmu.selectorLabels" . | nindent 8 }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod template's metadata of one component: (dict "ctx" $ "component" "gateway").
+Labels: the selector labels and the chart's, then the component's podLabels, then the top-level
+podLabels (earlier wins: nobody can change the selector). Annotations: checksums of the config and
+of the Secrets' values, so a change of either rolls the pods, then podAnnotations likewise. */}}
+{{- define "danmu.podMetadata" -}}
+{{- $v := index .ctx.Values .component -}}
+{{- $labels := merge (dict) (include "danmu.selectorLabels" . | fromYaml) (include "danmu.labels" .ctx | fromYaml) ($v.podLabels | default dict) (.ctx.Values.podLabels | default dict) -}}
+{{- $checksums := dict
+  "checksum/config" (include (print .ctx.Template.BasePath "/config.yaml") .ctx | sha256sum)
+  "checksum/secrets" (include "danmu.secretsChecksum" .ctx) -}}
+{{- $annotations := merge (dict) $checksums ($v.podAnnotations | default dict) (.ctx.Values.podAnnotations | default dict) -}}
+labels:
+  {{- toYaml $labels | nindent 2 }}
+annotations:
+  {{- toYaml $annotations | nindent 2 }}
+{{- end -}}
+
+{{/* What the services read from Secrets, as values (an existing Secret's contents are not
+read at render time: rename it to roll the pods). */}}
+{{- define "danmu.secretsChecksum" -}}
+{{- list .Values.natsAuth.existingSecret .Values.natsAuth.seeds .Values.signingKey .Values.apiKeys | toJson | sha256sum -}}
+{{- end -}}
+
+{{/* The helm test's NATS user: rendered when tests are on and a password is given. */}}
+{{- define "danmu.smokeUser" -}}
+{{- if and .Values.tests.enabled (or .Values.tests.natsPassword .Values.tests.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "danmu.testSecret" -}}
+{{- .Values.tests.existingSecret | default (printf "%s-test" (include "danmu.fullname" .)) -}}
+{{- end -}}
+
+{{/* The bcrypt hash of the helm test user's password, for the NATS config and the test Secret.
+Given (natsPasswordHash, with existingSecret), or kept: the chart's test Secret stores the hash
+next to the password, and while the password is unchanged an upgrade reuses it (lookup), so the
+NATS config does not change. Drawn otherwise (first install, a new password, helm template), once
+per render: the first call keeps it in .Values.tests for the other templates. */}}
+{{- define "danmu.smokePasswordHash" -}}
+{{- if .Values.tests.existingSecret -}}
+{{- .Values.tests.natsPasswordHash -}}
+{{- else -}}
+{{- if not (hasKey .Values.tests "renderedHash") -}}
+{{- $hash := "" -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "danmu.testSecret" .) -}}
+{{- $data := dig "data" dict $secret -}}
+{{- if and (hasKey $data "nats-password-bcrypt") (eq (index $data "nats-password" | default "" | b64dec) .Values.tests.natsPassword) -}}
+{{- $hash = index $data "nats-password-bcrypt" | b64dec -}}
+{{- else -}}
+{{- $hash = bcrypt .Values.tests.natsPassword -}}
+{{- end -}}
+{{- $_ := set .Values.tests "renderedHash" $hash -}}
+{{- end -}}
+{{- .Values.tests.renderedHash -}}
+{{- end -}}
 {{- end -}}
