@@ -64,6 +64,9 @@ pub struct Config {
     pub uid: u64,
     /// Region hint for the node list (`None`: control decides from the client's address).
     pub region: Option<String>,
+    /// A fixed node list used instead of control's (control is then never asked): for
+    /// deployments with their own discovery, or one load-balanced address per transport.
+    pub nodes: Option<Vec<Node>>,
     /// Device id sent in AUTH (`buvid`).
     pub device: String,
     /// What to ask for: 0 raw, 2 zlib, 3 brotli (default: the smallest bytes).
@@ -97,6 +100,7 @@ impl Config {
             room,
             uid,
             region: None,
+            nodes: None,
             device: String::new(),
             protover: 3,
             transports: TransportKind::DEFAULT_ORDER.to_vec(),
@@ -398,6 +402,18 @@ impl Driver {
     /// Fetches the node list; on failure keeps the previous one (control down must not stop a
     /// client that knows gateways).
     async fn refresh_nodes(&mut self) {
+        if let Some(nodes) = &self.config.nodes {
+            let region = self.config.region.clone();
+            let list = NodeList {
+                region: region
+                    .unwrap_or_else(|| nodes.first().map(|n| n.region.clone()).unwrap_or_default()),
+                policy: Default::default(),
+                nodes: nodes.clone(),
+                ttl_secs: u64::MAX,
+            };
+            self.nodes = Some((list, Instant::now()));
+            return;
+        }
         match self
             .control
             .nodes(self.config.region.as_deref(), Some(self.config.uid))
