@@ -152,23 +152,35 @@ async fn quic_server(pki: &Pki) -> SocketAddr {
 
 /// A client of room 5 on `kind` at `addr` only, trusting what `tls` says.
 fn client(kind: TransportKind, addr: SocketAddr, tls: TlsOptions) -> Client {
+    client_of(&[(kind, addr)], tls, Duration::from_secs(3))
+}
+
+/// A client of room 5 on one node offering `transports` (tried in that order).
+fn client_of(
+    transports: &[(TransportKind, SocketAddr)],
+    tls: TlsOptions,
+    connect_timeout: Duration,
+) -> Client {
     let mut node = Node {
         node_id: "stand-in".into(),
         region: "A".into(),
         ..Default::default()
     };
-    let addr = addr.to_string();
-    match kind {
-        TransportKind::Quic => node.quic = addr,
-        TransportKind::Wss => node.wss = addr,
-        TransportKind::Ws => node.ws = addr,
-        TransportKind::Tls => node.tls = addr,
-        TransportKind::Tcp => node.tcp = addr,
+    for (kind, addr) in transports {
+        let addr = addr.to_string();
+        match kind {
+            TransportKind::Quic => node.quic = addr,
+            TransportKind::Wss => node.wss = addr,
+            TransportKind::Ws => node.ws = addr,
+            TransportKind::Tls => node.tls = addr,
+            TransportKind::Tcp => node.tcp = addr,
+        }
     }
     let mut config = Config::new("http://control.invalid", 5, 1);
     config.nodes = Some(vec![node]);
+    config.transports = transports.iter().map(|(kind, _)| *kind).collect();
     config.tls = tls;
-    config.connect_timeout = Duration::from_secs(3);
+    config.connect_timeout = connect_timeout;
     Client::start(config, || async {
         Ok::<_, std::io::Error>("token".to_owned())
     })
@@ -266,4 +278,36 @@ async fn an_unknown_ca_is_refused() {
         refused.to_string().contains("invalid peer certificate"),
         "{refused}"
     );
+}
+
+/// UDP blocked: the QUIC port swallows every datagram (a bound socket nobody reads). The next
+/// transport starts after the 250 ms stagger and wins, long before QUIC's connect timeout.
+#[tokio::test]
+async fn with_quic_blocked_the_next_transport_wins_after_the_stagger() {
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let quic = black_hole.local_addr().unwrap();
+    let tcp = tcp_server(None, false).await;
+    let connect_timeout = Duration::from_secs(20);
+    let mut client = client_of(
+        &[(TransportKind::Quic, quic), (TransportKind::Tcp, tcp)],
+        TlsOptions::default(),
+        connect_timeout,
+    );
+    match next(&mut client).await {
+        Event::Connected {
+            transport, setup, ..
+        } => {
+            assert_eq!(transport, TransportKind::Tcp);
+            assert!(
+                setup >= Duration::from_millis(250),
+                "QUIC had its head start: {setup:?}"
+            );
+            assert!(
+                setup < connect_timeout,
+                "TCP did not wait for QUIC to time out: {setup:?}"
+            );
+            eprintln!("QUIC blocked: on TCP after {setup:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
