@@ -147,8 +147,9 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
-    /// The client gave up for good: the room is not allowed, the request is malformed, or
-    /// the token function failed permanently. Nothing follows.
+    /// The client gave up for good: AUTH_REPLY -103 (room not allowed), -104 (bad request),
+    /// -105 (uid is not the token's) or -106 (protover). Nothing follows. (A failing token
+    /// function is retried with the backoff, never final.)
     Stopped {
         /// Why.
         reason: String,
@@ -204,9 +205,9 @@ pub enum StartError {
 }
 
 impl Client {
-    /// Starts connecting on the current tokio runtime. `token` is called before every
-    /// connection attempt (cache in it if tokens are expensive); an error is retried with the
-    /// backoff.
+    /// Starts connecting on the current tokio runtime. `token` is called once a connection to
+    /// a gateway stands, before its AUTH (cache in it if tokens are expensive); an error drops
+    /// that connection and is retried with the backoff.
     pub fn start<F, Fut, E>(config: Config, token: F) -> Result<Client, StartError>
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -318,19 +319,21 @@ impl Driver {
             };
             let ordered = order_nodes(list, avoid.as_deref());
             for node in ordered {
-                let token = match (self.token)().await {
-                    Ok(token) => token,
-                    Err(error) => {
-                        tracing::warn!(%error, "the token function failed");
-                        break;
-                    }
-                };
                 let started = Instant::now();
                 let (kind, addr, stream) = match self.connect_node(&node).await {
                     Ok(connected) => connected,
                     Err(error) => {
                         tracing::info!(node = %node.node_id, %error, "connect failed, trying the next node");
                         continue;
+                    }
+                };
+                // The token is asked for once a connection stands, so a pass over dead nodes
+                // costs the application's backend nothing and the token is as fresh as can be.
+                let token = match (self.token)().await {
+                    Ok(token) => token,
+                    Err(error) => {
+                        tracing::warn!(%error, "the token function failed; backing off");
+                        break;
                     }
                 };
                 let span =
