@@ -2,8 +2,9 @@
 //! nats-server, the distributor, gateways (in-process, or a process to kill) and control.
 //! Each SDK case runs per transport ([`per_transport!`]): ws and tcp today; add `quic`, `wss`
 //! and `tls` there once the test gateway serves them (with the test CA in
-//! [`Fabric::client`]'s `config.tls.extra_ca_pem`, and the gateway's address for the kind in
-//! the duplicate case's proxy).
+//! [`Fabric::client`]'s `config.tls.extra_ca_pem`). The duplicate case loses ACKs in a plain
+//! TCP proxy ([`AckDropper`]), which sees the packets of ws and tcp only: on the encrypted
+//! transports it would have to terminate TLS (or QUIC) itself.
 //!
 //! Times the SDK documents (`client/src/client.rs`) and these tests hold it to:
 //! - a gateway killed under the client: receiving from the next node within [`MOVE_WITHIN`]
