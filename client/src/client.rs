@@ -19,7 +19,7 @@
 //!
 //! **Not yet.** Resume (RESUME, op 1007, after AUTH) and HTTP polling (control's `polling`
 //! policy) come with the catch-up issue; the slots are [`Connection`]'s `_resume` field and
-//! the policy check in [`Driver::refresh_nodes`].
+//! the policy check in `Driver::refresh_nodes`.
 
 use std::collections::HashMap;
 use std::future::Future;
