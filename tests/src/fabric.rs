@@ -276,13 +276,19 @@ pub async fn start_control(config: danmu_control::Config) -> anyhow::Result<Cont
 /// The `danmu-gateway` binary next to the running test's binary (`scripts/test` builds every
 /// bin before testing), for tests that signal or kill a gateway process.
 pub fn gateway_binary() -> anyhow::Result<std::path::PathBuf> {
+    workspace_binary("danmu-gateway", "danmu-gateway")
+}
+
+/// The binary `name` of workspace package `package`, next to the running test's binary
+/// (`scripts/test` builds every bin before testing).
+pub fn workspace_binary(name: &str, package: &str) -> anyhow::Result<std::path::PathBuf> {
     std::env::current_exe()?
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("danmu-gateway"))
+        .map(|profile| profile.join(name))
         .filter(|path| path.exists())
         .ok_or_else(|| {
-            anyhow::anyhow!("build it first: cargo build -p danmu-gateway (scripts/test does)")
+            anyhow::anyhow!("build it first: cargo build -p {package} (scripts/test does)")
         })
 }
 
