@@ -1,8 +1,8 @@
 //! The Rust client SDK (`danmu-client`) and the `danmu` CLI against the real fabric: a real
 //! nats-server, the distributor, gateways (in-process, or a process to kill) and control.
-//! Each SDK case runs per transport ([`per_transport!`]): ws and tcp today; add `quic`, `wss`
-//! and `tls` there once the test gateway serves them (with the test CA in
-//! [`Fabric::client`]'s `config.tls.extra_ca_pem`). The duplicate case loses ACKs in a plain
+//! Each SDK case runs per transport ([`per_transport!`]): ws, tcp, wss, tls and quic (every test
+//! gateway serves all five on a self-signed certificate the client trusts through
+//! `config.tls.extra_ca_pem`). The duplicate case loses ACKs in a plain
 //! TCP proxy ([`AckDropper`]), which sees the packets of ws and tcp only: on the encrypted
 //! transports it would have to terminate TLS (or QUIC) itself.
 //!
@@ -59,13 +59,31 @@ macro_rules! per_transport {
                 a_room_message_reaches_the_sdk,
                 a_killed_gateway_s_client_receives_from_the_next_node,
                 drain_moves_the_client_before_the_close,
-                a_duplicate_high_priority_delivery_is_shown_once,
             );
         }
     )*};
 }
 
-per_transport!(ws => TransportKind::Ws, tcp => TransportKind::Tcp);
+per_transport!(
+    ws => TransportKind::Ws,
+    tcp => TransportKind::Tcp,
+    wss => TransportKind::Wss,
+    tls => TransportKind::Tls,
+    quic => TransportKind::Quic,
+);
+
+/// The duplicate case on the transports its ACK-dropping proxy can read.
+mod duplicates_ws {
+    use super::*;
+
+    cases!(TransportKind::Ws; a_duplicate_high_priority_delivery_is_shown_once);
+}
+
+mod duplicates_tcp {
+    use super::*;
+
+    cases!(TransportKind::Tcp; a_duplicate_high_priority_delivery_is_shown_once);
+}
 
 /// NATS, a distributor, control, a business publisher; gateways are started by each test.
 struct Fabric {
@@ -74,6 +92,8 @@ struct Fabric {
     _distributor: danmu_distributor::Distributor,
     control: fabric::Control,
     business: async_nats::Client,
+    /// The gateways' certificate (every gateway serves wss, tls and quic too).
+    cert: danmu_tests::tls::TestCert,
 }
 
 impl Fabric {
@@ -92,7 +112,18 @@ impl Fabric {
             business: danmu_tests::nats::connect_publisher(&url).await?,
             server,
             keys,
+            cert: danmu_tests::tls::TestCert::generate(),
         })
+    }
+
+    /// The TOML lines of a gateway process's TLS and QUIC listeners on this fabric's
+    /// certificate.
+    fn tls_toml(&self) -> String {
+        format!(
+            "wss_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\n\
+             [[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.cert.files.cert_file, self.cert.files.key_file
+        )
     }
 
     fn control_url(&self) -> String {
@@ -100,7 +131,9 @@ impl Fabric {
     }
 
     fn gateway_config(&self) -> danmu_gateway::Config {
-        fabric::gateway_config(&self.server.client_url(), "A", &self.keys)
+        let mut config = fabric::gateway_config(&self.server.client_url(), "A", &self.keys);
+        danmu_tests::tls::with_tls(&mut config, &self.cert);
+        config
     }
 
     async fn gateway(&self) -> anyhow::Result<danmu_gateway::Gateway> {
@@ -132,6 +165,15 @@ impl Fabric {
         config.region = Some("A".into());
         config.transports = vec![kind];
         config.nodes = nodes;
+        config.tls.extra_ca_pem = Some(self.cert.files.cert_file.clone());
+        if kind == TransportKind::Quic {
+            // A killed gateway's UDP port answers nothing (no FIN, no RST, no stateless reset
+            // from a process that is gone): the client learns of it from an unanswered
+            // heartbeat. The defaults (30 s + 10 s) are for millions of idle phones; a test
+            // that kills gateways asks sooner, as an application that must move fast may.
+            config.timing.heartbeat_interval = Duration::from_secs(2);
+            config.timing.heartbeat_reply_timeout = Duration::from_secs(2);
+        }
         let control = Control::new(&self.control_url(), &TlsOptions::default(), WAIT)?;
         Ok(Client::start(config, move || {
             let control = control.clone();
@@ -289,7 +331,10 @@ async fn a_killed_gateway_s_client_receives_from_the_next_node(
         &fabric.server.client_url(),
         &doomed_id,
         &fabric.keys,
-        "report_interval = \"500ms\"\nnode_ttl = \"5s\"",
+        &format!(
+            "report_interval = \"500ms\"\nnode_ttl = \"5s\"\n{}",
+            fabric.tls_toml()
+        ),
     )
     .await?;
     let (mut client, next, publisher) = fabric.receiving_on(&doomed_id, kind, 8).await?;
