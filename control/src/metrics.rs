@@ -14,7 +14,8 @@ pub const TOKEN_REQUESTS_REJECTED: &str = "danmu_control_token_requests_rejected
 /// Labels `region`: the client's resolved region, or `other` when nothing configured or
 /// reported names it (client hints must not mint label values); `outcome`: `nodes` (a list
 /// of at least one gateway), `no_nodes` (an empty list: no healthy gateway anywhere the
-/// client may go) or `polling` (a routing rule sent the client to HTTP polling).
+/// client may go), `polling` (a routing rule sent the client to HTTP polling) or
+/// `unknown_region` (a region hint nothing names: answered 404, counted under `other`).
 pub const NODE_LIST_REQUESTS: &str = "danmu_control_node_list_requests_total";
 /// Label `region`: healthy gateways per region.
 pub const NODES: &str = "danmu_control_nodes";

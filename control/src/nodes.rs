@@ -1,5 +1,8 @@
 //! `GET /v1/nodes?region=A&uid=42&device=..&version=..`: where a client should connect.
-//! Resolves the client and the clock, then hands over to [`routing::select_nodes`].
+//! Resolves the client and the clock, then hands over to [`routing::select_nodes`]. A region
+//! hint that neither the configuration nor any gateway report names is a 404, not a list of
+//! other regions' gateways: a mistyped region is the caller's error to see (the demo page says
+//! so the same way).
 
 use std::net::SocketAddr;
 use std::time::UNIX_EPOCH;
@@ -61,6 +64,7 @@ pub async fn list(
         inner.trust_forwarded_for,
     );
     let (region, source) = inner.routing.region_map.resolve(hint, ip);
+    let hinted = matches!(source, routing::RegionSource::Hint);
     let client = Client {
         region,
         uid: query.uid,
@@ -85,6 +89,16 @@ pub async fn list(
             known,
         )
     };
+    if hinted && !known {
+        counter!(NODE_LIST_REQUESTS, "region" => "other", "outcome" => "unknown_region")
+            .increment(1);
+        return Err(ApiError::not_found(format!(
+            "unknown region {:?}: the configuration names no such region and no gateway reports \
+             it (configured regions: {})",
+            client.region,
+            inner.routing.order.join(", ")
+        )));
+    }
     let label = if known {
         client.region.clone()
     } else {

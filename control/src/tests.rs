@@ -275,6 +275,37 @@ async fn bad_node_queries_are_400() {
 }
 
 #[tokio::test]
+async fn an_unknown_region_hint_is_404_not_a_fallback_list() {
+    let f = routed(false);
+    let (status, body) = send(&f.state, nodes_request("?region=Z", None, None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        error_of(&body).contains(r#"unknown region "Z""#),
+        "{}",
+        error_of(&body)
+    );
+    // A region only a gateway report names is known; so is a configured one without gateways.
+    f.state
+        .nodes()
+        .update(|table| table.put("c1", report("c1", "C", 0.1, 1)));
+    assert_eq!(
+        node_list(&f.state, nodes_request("?region=C", None, None))
+            .await
+            .region,
+        "C"
+    );
+    f.state.nodes().update(|table| {
+        table.remove("b1");
+    });
+    assert_eq!(
+        node_list(&f.state, nodes_request("?region=B", None, None))
+            .await
+            .region,
+        "B"
+    );
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let f = fixture(Config::default());
     let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();

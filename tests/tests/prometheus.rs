@@ -156,13 +156,17 @@ impl Prometheus {
              rule_files:\n  - {}\nscrape_configs:\n",
             rules.display()
         );
+        // Each target's `instance` is a pod-like name, as a cluster's would read, not a test
+        // port: the dashboards' legends (and the previews drawn from them) show it.
         for (job, addrs) in targets {
-            let list: Vec<String> = addrs.iter().map(|a| format!("'{a}'")).collect();
-            config.push_str(&format!(
-                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n        \
-                 labels:\n          region: A\n",
-                list.join(", ")
-            ));
+            config.push_str(&format!("  - job_name: {job}\n    static_configs:\n"));
+            let short = job.trim_start_matches("danmu-");
+            for (n, addr) in addrs.iter().enumerate() {
+                config.push_str(&format!(
+                    "      - targets: ['{addr}']\n        labels:\n          region: A\n          \
+                     instance: {short}-{n}\n"
+                ));
+            }
         }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
@@ -627,6 +631,19 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
         serde_json::to_string(&p99)?
     );
 
+    // Previews of the dashboards from this run's data, when asked for
+    // (`scripts/dashboard-previews`): here, while the fabric is healthy under steady traffic,
+    // before the incidents below are caused.
+    if let Some(out) = &previews {
+        let status = Command::new("python3")
+            .arg(repo_root().join("ops/dashboards/preview.py"))
+            .arg(format!("--prometheus=http://{}", prometheus.addr))
+            .arg("--out")
+            .arg(out)
+            .status()?;
+        anyhow::ensure!(status.success(), "preview.py: {status}");
+    }
+
     // Near the connection cap: fill the gateway up to its last two places.
     let mut filler = Vec::new();
     let open = || async {
@@ -695,18 +712,6 @@ async fn every_panel_returns_data_and_every_alert_fires_on_its_cause() -> anyhow
     prometheus
         .fires(&alerts, "DanmuLatencyP99OverBudget")
         .await?;
-
-    // Previews of the dashboards from this run's data, when asked for
-    // (`scripts/dashboard-previews`), before the gateway's series end.
-    if let Some(out) = previews {
-        let status = Command::new("python3")
-            .arg(repo_root().join("ops/dashboards/preview.py"))
-            .arg(format!("--prometheus=http://{}", prometheus.addr))
-            .arg("--out")
-            .arg(out)
-            .status()?;
-        anyhow::ensure!(status.success(), "preview.py: {status}");
-    }
 
     // The region's only gateway dies.
     drop(gateway);

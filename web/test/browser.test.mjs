@@ -207,7 +207,8 @@ test('bad parameters get a clear message, not a retry loop', async () => {
   assert.doesNotMatch(await room.textContent('#stage-label'), /NaN/);
   const region = await openPage(`room=${ROOM}&region=Z`);
   await region.waitForSelector('#banner.show', { timeout: 5000 });
-  assert.match(await region.textContent('#banner'), /No gateway in region "Z"\. Regions with gateways: A, B/);
+  // Control refuses a region nobody serves (404), and the page says what control said.
+  assert.match(await region.textContent('#banner'), /HTTP 404: unknown region "Z".*configured regions: A, B/);
   await region.waitForTimeout(1500);
   assert.match(await region.textContent('#state'), /^failed/);
   await room.close();

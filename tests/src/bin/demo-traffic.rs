@@ -1,5 +1,5 @@
-//! Demo traffic: danmu-shaped JSON published on a room's low-priority push subject at a steady
-//! rate, as a business backend would, until Ctrl-C or SIGTERM (or `--count` messages).
+//! Demo traffic: danmu-shaped JSON published on a room's push subjects at a steady rate, as a
+//! business backend would, until Ctrl-C or SIGTERM (or `--count` messages).
 //!
 //! ```text
 //! demo-traffic                                         # 5 msg/s into room 1001 via nats://127.0.0.1:4222
@@ -7,8 +7,11 @@
 //! demo-traffic --count 1 --text "hello from Rust"      # one comment, then exit
 //! ```
 //!
-//! Mostly `DANMU_MSG` comments with varied texts, colours and senders; every so often a
-//! `SEND_GIFT`. Given several NATS URLs (one per region), messages alternate between them, so
+//! Every kind of message the demo page (web/demo) draws: mostly `DANMU_MSG` comments with varied
+//! texts, colours and senders (bullet comments), low priority; about one in ten a `SEND_GIFT`
+//! and one in twenty a `SUPER_CHAT_MESSAGE` (gift cards), low priority; one in twenty a
+//! `ROOM_NOTICE` with a title (notice card), on the room's high-priority subject, as a platform
+//! sends notices (never shed, retried). Given several NATS URLs (one per region), messages alternate between them, so
 //! both regions' ingest paths carry traffic. Each message carries a unique `Nats-Msg-Id`.
 //!
 //! Credentials: none by default, which `scripts/up`'s servers take as the business publisher
@@ -99,9 +102,10 @@ async fn main() -> anyhow::Result<()> {
         .map(|c| async_nats::jetstream::new(c.clone()))
         .collect();
 
-    let subject = subjects::push(Priority::Low, &Scope::Room(args.room));
+    let low = subjects::push(Priority::Low, &Scope::Room(args.room));
+    let high = subjects::push(Priority::High, &Scope::Room(args.room));
     eprintln!(
-        "demo-traffic: {} msg/s on {subject} via {}{}",
+        "demo-traffic: {} msg/s on {low} (notices on {high}) via {}{}",
         args.rate,
         urls.join(" and "),
         if args.count > 0 {
@@ -126,9 +130,13 @@ async fn main() -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = report.tick() => eprintln!("demo-traffic: {sent} published, {failed} failed"),
             _ = tick.tick() => {
-                let payload = match &args.text {
-                    Some(text) => danmu(&mut rng, text),
+                let (priority, payload) = match &args.text {
+                    Some(text) => (Priority::Low, danmu(&mut rng, text)),
                     None => next_message(&mut rng),
+                };
+                let subject = match priority {
+                    Priority::High => high.clone(),
+                    Priority::Low => low.clone(),
                 };
                 let index = (sent + failed) as usize % clients.len();
                 let mut headers = HeaderMap::new();
@@ -228,13 +236,17 @@ fn unix_millis() -> u64 {
         .as_millis() as u64
 }
 
-/// One gift in ten, comments otherwise.
-fn next_message(rng: &mut Rng) -> Value {
-    if rng.below(10) == 0 {
-        gift(rng)
-    } else {
-        let text = TEXTS[rng.below(TEXTS.len())];
-        danmu(rng, text)
+/// Of twenty messages, about: two gifts, one super chat, one notice (high priority), sixteen
+/// comments.
+fn next_message(rng: &mut Rng) -> (Priority, Value) {
+    match rng.below(20) {
+        0 | 1 => (Priority::Low, gift(rng)),
+        2 => (Priority::Low, super_chat(rng)),
+        3 => (Priority::High, notice(rng)),
+        _ => {
+            let text = TEXTS[rng.below(TEXTS.len())];
+            (Priority::Low, danmu(rng, text))
+        }
     }
 }
 
@@ -266,6 +278,45 @@ fn gift(rng: &mut Rng) -> Value {
         },
     })
 }
+
+/// `{"cmd":"SUPER_CHAT_MESSAGE","data":{"message","price","user_info":{"uname"},"uid","time"}}`:
+/// a paid comment pinned for `time` seconds.
+fn super_chat(rng: &mut Rng) -> Value {
+    let (uid, name) = sender(rng);
+    let text = SUPER_CHATS[rng.below(SUPER_CHATS.len())];
+    let price = [30, 50, 100, 500][rng.below(4)];
+    json!({
+        "cmd": "SUPER_CHAT_MESSAGE",
+        "data": {
+            "message": text,
+            "price": price,
+            "uid": uid,
+            "user_info": { "uname": name },
+            "time": 60,
+            "start_time": unix_millis() / 1000,
+        },
+    })
+}
+
+/// `{"cmd":"ROOM_NOTICE","title":"...","msg":"..."}`: a platform or room notice.
+fn notice(rng: &mut Rng) -> Value {
+    let (title, msg) = NOTICES[rng.below(NOTICES.len())];
+    json!({ "cmd": "ROOM_NOTICE", "title": title, "msg": msg })
+}
+
+const SUPER_CHATS: &[&str] = &[
+    "主播今天状态太好了！",
+    "greetings from the night shift",
+    "点歌：晴天",
+    "thanks for the stream 🙏",
+];
+
+const NOTICES: &[(&str, &str)] = &[
+    ("公告", "直播间抽奖 20:00 开始"),
+    ("Notice", "The stream moves to room 1002 after the break"),
+    ("系统", "请文明发言，遵守社区规范"),
+    ("Event", "Gift week: double points until Sunday"),
+];
 
 fn sender(rng: &mut Rng) -> (u64, &'static str) {
     let index = rng.below(NAMES.len());
@@ -303,9 +354,15 @@ mod tests {
     #[test]
     fn messages_have_the_shape_clients_expect() {
         let mut rng = Rng(7);
-        let mut gifts = 0;
-        for _ in 0..200 {
-            let message = next_message(&mut rng);
+        let (mut gifts, mut super_chats, mut notices) = (0, 0, 0);
+        for _ in 0..400 {
+            let (priority, message) = next_message(&mut rng);
+            // Notices alone go out at high priority.
+            assert_eq!(
+                priority == Priority::High,
+                message["cmd"] == "ROOM_NOTICE",
+                "{message}"
+            );
             match message["cmd"].as_str() {
                 Some("DANMU_MSG") => {
                     let info = message["info"].as_array().unwrap();
@@ -319,9 +376,25 @@ mod tests {
                     assert!(message["data"]["giftName"].is_string());
                     assert!(message["data"]["num"].as_u64().unwrap() >= 1);
                 }
+                // What web/demo/src/cards.ts reads for its cards.
+                Some("SUPER_CHAT_MESSAGE") => {
+                    super_chats += 1;
+                    assert!(message["data"]["message"].is_string());
+                    assert!(message["data"]["user_info"]["uname"].is_string());
+                    assert!(message["data"]["price"].is_u64());
+                }
+                Some("ROOM_NOTICE") => {
+                    notices += 1;
+                    assert!(message["title"].is_string() && message["msg"].is_string());
+                }
                 other => panic!("unexpected cmd {other:?}"),
             }
         }
-        assert!((5..60).contains(&gifts), "{gifts} gifts in 200");
+        assert!((10..80).contains(&gifts), "{gifts} gifts in 400");
+        assert!(
+            (5..45).contains(&super_chats),
+            "{super_chats} super chats in 400"
+        );
+        assert!((5..45).contains(&notices), "{notices} notices in 400");
     }
 }
