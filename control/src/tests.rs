@@ -143,6 +143,23 @@ async fn bad_bodies_are_400_with_a_json_error() {
     }
 }
 
+/// Go marshals a nil slice as `null`: a backend whose user has no rooms must get a 400, not a
+/// token valid in every room.
+#[tokio::test]
+async fn null_rooms_is_400_not_every_room() {
+    let f = fixture(keyed());
+    for body in [
+        r#"{"uid":1,"rooms":null}"#,
+        r#"{"uid":1,"rooms":"1001"}"#,
+        r#"{"uid":1,"ttl_secs":null}"#,
+    ] {
+        let (status, answer) = send(&f.state, token_request(Some("secret-key"), body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let error = error_of(&answer);
+        assert!(error.contains("invalid type"), "{body}: {error}");
+    }
+}
+
 #[tokio::test]
 async fn no_api_keys_means_open_issuing() {
     let f = fixture(Config::default());
