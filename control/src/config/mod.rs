@@ -85,6 +85,20 @@ pub struct Config {
     /// which connections are live from it after a restart. Default 24h.
     #[serde(deserialize_with = "duration::deserialize")]
     pub presence_max_age: Duration,
+    /// Longest wait for a complete HTTP request head, counted from accept and from each
+    /// response on a keep-alive connection (so also the longest idle keep-alive). Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub http_header_timeout: Duration,
+    /// Longest time from a complete request head to the response, the body read included;
+    /// past it the answer is 408 and the connection closes. Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub http_request_timeout: Duration,
+    /// Most HTTP connections open at once; past it new clients wait in the listen backlog.
+    /// Default 10000.
+    pub http_max_connections: usize,
+    /// Browser origins (`https://live.example`, or `*` for any) that may call the API from a
+    /// page (CORS). Empty (the default): no CORS headers, so only same-origin pages can.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -114,6 +128,10 @@ impl Default for Config {
             online_publish_interval: Duration::from_secs(1),
             top_rooms: 20,
             presence_max_age: Duration::from_secs(24 * 3600),
+            http_header_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(10),
+            http_max_connections: 10_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -175,8 +193,15 @@ pub const SCHEMA: Schema = Schema {
         "region",
         "online_publish_interval",
         "presence_max_age",
+        "http_header_timeout",
+        "http_request_timeout",
     ],
-    lists: &["api_keys", "regions", "region_fallbacks.*"],
+    lists: &[
+        "api_keys",
+        "regions",
+        "region_fallbacks.*",
+        "allowed_origins",
+    ],
 };
 
 impl Config {
@@ -199,6 +224,15 @@ impl Config {
             }
             other => ConfigError::invalid("nats_url", other.to_string()),
         })
+    }
+
+    /// The bounds on HTTP clients, from the `http_*` keys.
+    pub fn http_limits(&self) -> crate::serve::HttpLimits {
+        crate::serve::HttpLimits {
+            header_read_timeout: self.http_header_timeout,
+            request_timeout: self.http_request_timeout,
+            max_connections: self.http_max_connections,
+        }
     }
 
     /// Checks what types cannot: ranges, required pairs, names. The error names the key.
