@@ -114,6 +114,10 @@ pub struct Config {
     /// TCP clients arrive through a load balancer that starts each connection with a PROXY
     /// protocol header (v1 or v2); its source address is believed from `trusted_proxies` only.
     pub proxy_protocol: bool,
+    /// Browser origins (`https://live.example`, or `*` for any) whose pages may open a WebSocket
+    /// here, checked against the upgrade's `Origin` (answered 403 otherwise). A request without
+    /// `Origin` (not from a browser) is not checked. Empty (the default): no check.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -161,6 +165,7 @@ impl Default for Config {
             max_connections: None,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -193,6 +198,7 @@ pub const SCHEMA: Schema = Schema {
         "upstream.deny_ips",
         "upstream.words.list",
         "trusted_proxies",
+        "allowed_origins",
     ],
 };
 
@@ -280,6 +286,12 @@ impl Config {
         }
         if let Err(reason) = crate::upstream::moderation::parse_nets(&self.trusted_proxies) {
             return invalid("trusted_proxies", &reason);
+        }
+        if let Err(error) = danmu_runtime::origins::AllowedOrigins::new(&self.allowed_origins) {
+            return invalid(
+                "allowed_origins",
+                &format!("entry {:?} {}", error.entry, error.reason),
+            );
         }
         if self.capacity == 0 {
             return invalid("capacity", "must be at least 1");

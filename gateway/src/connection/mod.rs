@@ -49,7 +49,7 @@ use crate::transport::Transport;
 use crate::upstream::{Handled, Sender};
 
 /// Per-connection limits and periods, from the gateway's configuration.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     pub session: SessionConfig,
     /// Largest client GOIM packet, header included (bytes).
@@ -81,6 +81,8 @@ pub struct Limits {
     /// TCP connections start with a PROXY protocol header (v1 or v2, as HAProxy and cloud load
     /// balancers send it); the address in it is believed from trusted proxies only.
     pub proxy_protocol: bool,
+    /// Origins whose browser pages may upgrade (`allowed_origins`); empty: any.
+    pub allowed_origins: danmu_runtime::origins::AllowedOrigins,
 }
 
 impl Limits {
@@ -107,6 +109,9 @@ impl Limits {
             queue_wait_sample: config.queue_wait_sample.max(1),
             low_priority_budget: 64 * 1024,
             proxy_protocol: config.proxy_protocol,
+            // `Config::validate` refuses a bad list at start.
+            allowed_origins: danmu_runtime::origins::AllowedOrigins::new(&config.allowed_origins)
+                .unwrap_or_default(),
         }
     }
 
@@ -624,6 +629,19 @@ impl Connection {
                     self.transmit
                         .push(Bytes::from(websocket::error_response(404, "only /sub")));
                     self.begin_close(now, CloseReason::Protocol(format!("path {}", request.path)));
+                    return;
+                }
+                // A browser page of another site must not reach users' sessions through their
+                // browser; clients that send no Origin are not browsers and are not checked.
+                if let Some(origin) = request.origin.as_deref()
+                    && !self.limits.allowed_origins.allows(origin)
+                {
+                    self.transmit.push(Bytes::from(websocket::error_response(
+                        403,
+                        "origin not allowed",
+                    )));
+                    let reason = format!("origin {origin:?} not allowed");
+                    self.begin_close(now, CloseReason::Protocol(reason));
                     return;
                 }
                 if ctx.is_trusted_proxy(self.client_ip)
