@@ -218,7 +218,7 @@ pub enum Error {
     /// The configuration or the signing key cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// `nats_url`, `nats_nkey_seed` or `nats_creds` cannot be used.
+    /// The `nats_*` settings cannot be used.
     #[error(transparent)]
     Nats(#[from] danmu_runtime::nats::NatsConfigError),
     /// NATS refused or never answered the connection.
@@ -286,14 +286,7 @@ pub async fn run(
     }
     metrics::describe();
 
-    let (options, servers) = danmu_runtime::nats::connect_options(
-        "danmu-control",
-        &config.nats_url,
-        &danmu_runtime::nats::NatsCredentials {
-            nkey_seed: config.nats_nkey_seed.clone(),
-            creds: config.nats_creds.clone(),
-        },
-    )?;
+    let (options, servers) = danmu_runtime::nats::connect_options("danmu-control", &config.nats())?;
     let client = options
         .connect(servers)
         .await

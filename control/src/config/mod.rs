@@ -32,6 +32,14 @@ pub struct Config {
     pub nats_nkey_seed: Option<PathBuf>,
     /// A `.creds` file (user JWT and seed, as `nsc` writes it) for the NATS connection.
     pub nats_creds: Option<PathBuf>,
+    /// PEM roots to verify the NATS servers with (the system's when unset); requires TLS.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS, with `nats_tls_key`; requires TLS.
+    pub nats_tls_cert: Option<PathBuf>,
+    pub nats_tls_key: Option<PathBuf>,
+    /// Where control's NATS replies arrive. Default `_DANMU_INBOX.control`, the prefix the
+    /// chart's control user may subscribe under.
+    pub nats_inbox_prefix: String,
     /// PEM file of the token signing key (from `danmu-control keygen`).
     pub private_key_pem_path: Option<PathBuf>,
     /// The signing key inline, instead of `private_key_pem_path` (e.g. from a Kubernetes Secret).
@@ -109,6 +117,10 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_nkey_seed: None,
             nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_inbox_prefix: danmu_runtime::nats::inbox_prefix("control"),
             private_key_pem_path: None,
             private_key_pem: None,
             api_keys: Vec::new(),
@@ -183,6 +195,10 @@ pub const SCHEMA: Schema = Schema {
         "nats_url",
         "nats_nkey_seed",
         "nats_creds",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+        "nats_inbox_prefix",
         "private_key_pem_path",
         "private_key_pem",
         "token_ttl",
@@ -216,14 +232,17 @@ impl Config {
         Ok(config)
     }
 
-    /// `nats_url` split at commas and parsed.
-    pub fn nats_servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
-        danmu_runtime::nats::servers(&self.nats_url).map_err(|error| match error {
-            danmu_runtime::nats::NatsConfigError::NoServer => {
-                ConfigError::invalid("nats_url", "must name at least one NATS server")
-            }
-            other => ConfigError::invalid("nats_url", other.to_string()),
-        })
+    /// The NATS connection settings (`nats_*` keys).
+    pub fn nats(&self) -> danmu_runtime::nats::NatsSettings {
+        danmu_runtime::nats::NatsSettings {
+            url: self.nats_url.clone(),
+            nkey_seed: self.nats_nkey_seed.clone(),
+            creds: self.nats_creds.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+        }
     }
 
     /// The bounds on HTTP clients, from the `http_*` keys.

@@ -12,7 +12,12 @@ use crate::routing::check_region_name;
 const MAX_NODES_LIMIT: usize = 100;
 
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
-    config.nats_servers()?;
+    config.nats().check().map_err(|error| match error {
+        danmu_runtime::nats::NatsConfigError::NoServer => {
+            ConfigError::invalid("nats_url", "must name at least one NATS server")
+        }
+        other => ConfigError::invalid(other.key(), other.to_string()),
+    })?;
     match (&config.private_key_pem_path, &config.private_key_pem) {
         (None, None) => {
             return Err(ConfigError::invalid(
