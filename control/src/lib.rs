@@ -15,6 +15,8 @@
 //! - [`presence`]: online counts summed across gateways and regions, the online query over
 //!   NATS, and exits for the connections of gateways that died (when `region` is set).
 //! - [`metrics`]: metric names and the request-duration middleware.
+//! - [`serve`]: the HTTP/1.1 listener with bounds on slow clients (header and request
+//!   timeouts, a connection cap), and the request-deadline middleware.
 //! - [`error`]: errors as `{"error": "..."}` JSON.
 //!
 //! [`app`] builds the router (tested with `oneshot`, no server); [`run`] connects to NATS and
@@ -29,20 +31,22 @@ pub mod node_table;
 pub mod nodes;
 pub mod presence;
 pub mod routing;
+pub mod serve;
 pub mod tokens;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::routing::{get, post};
+use danmu_runtime::origins::AllowedOrigins;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{info, warn};
 
 pub use config::{CidrRegion, Config, ConfigError, Secret};
@@ -68,6 +72,8 @@ struct Inner {
     node_ttl: Duration,
     nodes: Arc<SharedNodes>,
     demo_page: bool,
+    request_timeout: Duration,
+    allowed_origins: AllowedOrigins,
 }
 
 impl AppState {
@@ -86,6 +92,9 @@ impl AppState {
                 node_ttl: config.node_ttl,
                 nodes,
                 demo_page: config.demo_page,
+                request_timeout: config.http_request_timeout,
+                // `Config::validate` refuses a bad list before `run` gets here.
+                allowed_origins: AllowedOrigins::new(&config.allowed_origins).unwrap_or_default(),
             }),
             clock: Arc::new(SystemTime::now),
         }
@@ -107,9 +116,10 @@ impl AppState {
     }
 }
 
-/// The HTTP API.
+/// The HTTP API. Every request is bounded by `http_request_timeout` ([`serve::request_deadline`]);
+/// with `allowed_origins` set, CORS answers preflights and names an allowed origin ([`cors`]).
 pub fn app(state: AppState) -> Router {
-    let router = if state.inner.demo_page {
+    let router: Router<AppState> = if state.inner.demo_page {
         Router::new()
             .route("/demo/", get(demo_page))
             .route("/demo/demo.js", get(demo_script))
@@ -119,7 +129,7 @@ pub fn app(state: AppState) -> Router {
     } else {
         Router::new()
     };
-    router
+    let router = router
         .route(
             "/v1/tokens",
             post(tokens::issue).layer(DefaultBodyLimit::max(tokens::MAX_BODY_BYTES)),
@@ -128,9 +138,41 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/nodes", get(nodes::list))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .layer(axum::middleware::from_fn(metrics::track_duration))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.inner.request_timeout,
+            serve::request_deadline,
+        ))
+        .layer(axum::middleware::from_fn(metrics::track_duration));
+    let router = match cors(&state.inner.allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
+
+/// CORS (Fetch standard) for `origins`; none when the list is empty, so no page of another
+/// origin can read an answer. A preflight (`OPTIONS` with `Access-Control-Request-Method`) is
+/// answered here, for any path, with the methods and headers the API takes; an answer carries
+/// `Access-Control-Allow-Origin` only when the request's `Origin` is allowed. No credentials
+/// mode: the API authenticates with a bearer key, not cookies.
+pub fn cors(origins: &AllowedOrigins) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins = origins.clone();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+                origin.to_str().is_ok_and(|origin| origins.allows(origin))
+            }))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(CORS_MAX_AGE),
+    )
+}
+
+/// How long a browser may cache a preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The demo page, built into the binary so a local fabric needs no static file server.
 async fn demo_page() -> axum::response::Html<&'static str> {
@@ -176,7 +218,7 @@ pub enum Error {
     /// The configuration or the signing key cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// `nats_url`, `nats_nkey_seed` or `nats_creds` cannot be used.
+    /// The `nats_*` settings cannot be used.
     #[error(transparent)]
     Nats(#[from] danmu_runtime::nats::NatsConfigError),
     /// NATS refused or never answered the connection.
@@ -244,14 +286,7 @@ pub async fn run(
     }
     metrics::describe();
 
-    let (options, servers) = danmu_runtime::nats::connect_options(
-        "danmu-control",
-        &config.nats_url,
-        &danmu_runtime::nats::NatsCredentials {
-            nkey_seed: config.nats_nkey_seed.clone(),
-            creds: config.nats_creds.clone(),
-        },
-    )?;
+    let (options, servers) = danmu_runtime::nats::connect_options("danmu-control", &config.nats())?;
     let client = options
         .connect(servers)
         .await
@@ -303,12 +338,7 @@ pub async fn run(
 
     let addr = listener.local_addr().map_err(Error::Serve)?;
     info!(%addr, bucket = %config.nodes_bucket, "control serving");
-    let served = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let served = serve::serve(listener, app(state), config.http_limits(), shutdown).await;
     tasks.shutdown().await;
     served.map_err(Error::Serve)?;
     info!("control stopped");

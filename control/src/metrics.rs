@@ -21,6 +21,10 @@ pub const NODE_LIST_REQUESTS: &str = "danmu_control_node_list_requests_total";
 pub const NODES: &str = "danmu_control_nodes";
 /// Labels `route` (the matched route, or `unmatched`) and `status`.
 pub const HTTP_REQUEST_DURATION: &str = "danmu_control_http_request_duration_seconds";
+/// HTTP connections open (at most `http_max_connections`).
+pub const HTTP_CONNECTIONS: &str = "danmu_control_http_connections";
+/// Requests answered 408 because they were not complete within `http_request_timeout`.
+pub const HTTP_REQUEST_TIMEOUTS: &str = "danmu_control_http_request_timeouts_total";
 /// KV values that did not decode as a `NodeReport`.
 pub const NODE_REPORTS_INVALID: &str = "danmu_control_node_reports_invalid_total";
 /// Times the KV watch had to be re-established.
@@ -95,6 +99,11 @@ pub fn describe() {
         HTTP_REQUEST_DURATION,
         Unit::Seconds,
         "HTTP request handling time, by route and status."
+    );
+    describe_gauge!(HTTP_CONNECTIONS, "HTTP connections open.");
+    describe_counter!(
+        HTTP_REQUEST_TIMEOUTS,
+        "HTTP requests answered 408: body or handling not complete within http_request_timeout."
     );
     describe_counter!(
         NODE_REPORTS_INVALID,

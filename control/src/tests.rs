@@ -143,6 +143,23 @@ async fn bad_bodies_are_400_with_a_json_error() {
     }
 }
 
+/// Go marshals a nil slice as `null`: a backend whose user has no rooms must get a 400, not a
+/// token valid in every room.
+#[tokio::test]
+async fn null_rooms_is_400_not_every_room() {
+    let f = fixture(keyed());
+    for body in [
+        r#"{"uid":1,"rooms":null}"#,
+        r#"{"uid":1,"rooms":"1001"}"#,
+        r#"{"uid":1,"ttl_secs":null}"#,
+    ] {
+        let (status, answer) = send(&f.state, token_request(Some("secret-key"), body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let error = error_of(&answer);
+        assert!(error.contains("invalid type"), "{body}: {error}");
+    }
+}
+
 #[tokio::test]
 async fn no_api_keys_means_open_issuing() {
     let f = fixture(Config::default());
@@ -399,4 +416,101 @@ async fn shutdown_returns_once_every_task_has_ended() {
     }
     tasks.shutdown().await;
     assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+async fn answer(state: &AppState, request: Request<Body>) -> axum::response::Response {
+    app(state.clone()).oneshot(request).await.unwrap()
+}
+
+fn with_origin(method: &str, path: &str, origin: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::ORIGIN, origin)
+}
+
+fn preflight(path: &str, origin: &str, method: &str) -> Request<Body> {
+    with_origin("OPTIONS", path, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, method)
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn allow_origin(response: &axum::response::Response) -> Option<&str> {
+    response
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .map(|value| value.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn without_allowed_origins_no_page_of_another_origin_may_read() {
+    let f = fixture(keyed());
+    let get = with_origin("GET", "/v1/nodes", "https://live.example")
+        .body(Body::empty())
+        .unwrap();
+    let response = answer(&f.state, get).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(allow_origin(&response), None);
+    let response = answer(
+        &f.state,
+        preflight("/v1/nodes", "https://live.example", "GET"),
+    )
+    .await;
+    assert_eq!(allow_origin(&response), None);
+}
+
+#[tokio::test]
+async fn an_allowed_origin_gets_preflight_and_cors_headers() {
+    let f = fixture(Config {
+        allowed_origins: vec!["https://live.example".into()],
+        ..keyed()
+    });
+    for (path, method) in [("/v1/nodes", "GET"), ("/v1/tokens", "POST")] {
+        let response = answer(&f.state, preflight(path, "https://live.example", method)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(allow_origin(&response), Some("https://live.example"));
+        let headers = response.headers();
+        let methods = headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap();
+        assert!(methods.contains(method), "{methods}");
+        let allowed = headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            allowed.contains("authorization") && allowed.contains("content-type"),
+            "{allowed}"
+        );
+        assert!(headers.contains_key(header::ACCESS_CONTROL_MAX_AGE));
+    }
+    let get = with_origin("GET", "/v1/nodes", "https://live.example")
+        .body(Body::empty())
+        .unwrap();
+    let response = answer(&f.state, get).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(allow_origin(&response), Some("https://live.example"));
+    let vary = response.headers()[header::VARY].to_str().unwrap();
+    assert!(vary.to_ascii_lowercase().contains("origin"), "{vary}");
+}
+
+#[tokio::test]
+async fn a_foreign_origin_gets_no_cors_headers() {
+    let f = fixture(Config {
+        allowed_origins: vec!["https://live.example".into()],
+        ..keyed()
+    });
+    for origin in ["https://evil.example", "https://live.example.evil", "null"] {
+        let response = answer(&f.state, preflight("/v1/nodes", origin, "GET")).await;
+        assert_eq!(allow_origin(&response), None, "{origin}");
+        let get = with_origin("GET", "/v1/nodes", origin)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(allow_origin(&answer(&f.state, get).await), None, "{origin}");
+    }
 }

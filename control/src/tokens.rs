@@ -36,12 +36,26 @@ pub struct TokenRequest {
     /// Device id (`buvid`); empty or absent: the token is not bound to a device.
     #[serde(default)]
     pub device: String,
-    /// Rooms the token allows; absent: any room.
-    #[serde(default)]
+    /// Rooms the token allows; absent: any room. `null` is refused like any other value that
+    /// is not an array of room ids: Go marshals an empty slice as `null`, and reading it as
+    /// "absent" would turn a user with no rooms into a user with every room.
+    #[serde(default, deserialize_with = "present")]
     pub rooms: Option<Vec<u64>>,
-    /// Requested lifetime; absent: `token_ttl`; above `token_max_ttl`: capped.
-    #[serde(default)]
+    /// Requested lifetime; absent: `token_ttl`; above `token_max_ttl`: capped. `null` is
+    /// refused: absent is the only way to ask for the default.
+    #[serde(default, deserialize_with = "present")]
     pub ttl_secs: Option<u64>,
+}
+
+/// Reads an optional field that, when present, must hold a `T`: `null` is an error
+/// ("invalid type: null, expected ..."), not `None`. Absence is handled by `#[serde(default)]`,
+/// which never calls this.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// `POST /v1/tokens` answer.
@@ -228,6 +242,28 @@ mod tests {
         let many: Vec<u64> = (0..=MAX_ROOMS as u64).collect();
         assert!(bad(&format!(r#"{{"uid":1,"rooms":{many:?}}}"#)).contains("rooms"));
         assert!(serde_json::from_str::<TokenRequest>(r#"{"uid":1,"room":[5]}"#).is_err());
+    }
+
+    /// `null` (what Go sends for an empty slice) must not read as "absent", which for `rooms`
+    /// would mean every room.
+    #[test]
+    fn null_is_not_absent() {
+        for json in [
+            r#"{"uid":1,"rooms":null}"#,
+            r#"{"uid":1,"rooms":"7"}"#,
+            r#"{"uid":1,"rooms":7}"#,
+            r#"{"uid":1,"rooms":[null]}"#,
+            r#"{"uid":1,"rooms":{}}"#,
+            r#"{"uid":1,"ttl_secs":null}"#,
+            r#"{"uid":null}"#,
+            r#"{"uid":1,"device":null}"#,
+        ] {
+            let error = serde_json::from_str::<TokenRequest>(json).unwrap_err();
+            assert!(
+                error.to_string().contains("invalid type"),
+                "{json}: {error}"
+            );
+        }
     }
 
     #[test]

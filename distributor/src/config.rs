@@ -42,6 +42,14 @@ pub struct Config {
     pub nats_nkey_seed: Option<PathBuf>,
     /// A `.creds` file (user JWT and seed, as `nsc` writes it) for the NATS connections.
     pub nats_creds: Option<PathBuf>,
+    /// PEM roots to verify the NATS servers with (the system's when unset); requires TLS.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS, with `nats_tls_key`; requires TLS.
+    pub nats_tls_cert: Option<PathBuf>,
+    pub nats_tls_key: Option<PathBuf>,
+    /// Where this distributor's NATS replies arrive. Default `_DANMU_INBOX.distributor`, the
+    /// prefix the chart's distributor user may subscribe under.
+    pub nats_inbox_prefix: String,
 }
 
 impl Default for Config {
@@ -65,6 +73,10 @@ impl Default for Config {
             health_listen: None,
             nats_nkey_seed: None,
             nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_inbox_prefix: danmu_runtime::nats::inbox_prefix("distributor"),
         }
     }
 }
@@ -254,6 +266,10 @@ pub const SCHEMA: Schema = Schema {
         "health_listen",
         "nats_nkey_seed",
         "nats_creds",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+        "nats_inbox_prefix",
     ],
     lists: &[],
 };
@@ -270,15 +286,28 @@ impl Config {
         Ok(config)
     }
 
+    /// The NATS connection settings (`nats_*` keys).
+    pub fn nats(&self) -> danmu_runtime::nats::NatsSettings {
+        danmu_runtime::nats::NatsSettings {
+            url: self.nats_url.clone(),
+            nkey_seed: self.nats_nkey_seed.clone(),
+            creds: self.nats_creds.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+        }
+    }
+
     /// Checks what types cannot: names, ranges, and the worker timings' order.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| Err(ConfigError::invalid(key, reason));
         if !danmu_proto::subjects::is_valid_token(&self.region) {
             return invalid("region", "must be one NATS subject token, e.g. `A`");
         }
-        if self.nats_url.trim().is_empty() {
-            return invalid("nats_url", "must not be empty");
-        }
+        self.nats()
+            .check()
+            .map_err(|error| ConfigError::invalid(error.key(), error.to_string()))?;
         if self.brotli_quality > 11 {
             return invalid("brotli_quality", "must be 0..=11");
         }

@@ -109,11 +109,7 @@ pub async fn start(config: Config) -> Result<Distributor, StartError> {
         // socket never delays a high-priority batch.
         let (options, servers) = danmu_runtime::nats::connect_options(
             format!("danmu-distributor {} {priority}", config.instance),
-            &config.nats_url,
-            &danmu_runtime::nats::NatsCredentials {
-                nkey_seed: config.nats_nkey_seed.clone(),
-                creds: config.nats_creds.clone(),
-            },
+            &config.nats(),
         )?;
         let client = options
             .retry_on_initial_connect()

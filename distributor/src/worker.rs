@@ -191,7 +191,9 @@ impl Worker {
     }
 
     /// Reads one JetStream message: its target, the message, and whether it is a redelivery.
-    /// Messages on subjects that are not ours are terminated (never redelivered) and counted.
+    /// Messages on subjects that are not ours or not in canonical form (`bad_subject`), and
+    /// messages with an empty payload (`empty_payload`), are terminated (never redelivered) and
+    /// counted in `danmu_distributor_messages_rejected_total{reason}`.
     async fn accept(&self, message: jetstream::Message) -> Option<((Scope, Pending<Acker>), bool)> {
         let (stream_seq, published_micros, redelivered) = match message.info() {
             Ok(info) => (
@@ -221,6 +223,16 @@ impl Worker {
                 return None;
             }
         };
+        // A push with no payload would reach clients as a bare 16-byte packet, which clients
+        // that parse every message body as JSON fail on: it is no message, so it is refused.
+        if message.payload.is_empty() {
+            tracing::debug!(subject = %message.subject, "terminating a push with an empty payload");
+            self.stats.message_rejected(self.priority, "empty_payload");
+            if acker.ack_with(AckKind::Term).await.is_err() {
+                self.stats.ack_error(self.priority);
+            }
+            return None;
+        }
         let pending = Pending {
             payload: message.payload,
             stream_seq,

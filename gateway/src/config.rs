@@ -29,6 +29,9 @@ pub struct Config {
     /// neither. Setting them requires TLS.
     pub nats_tls_cert: Option<String>,
     pub nats_tls_key: Option<String>,
+    /// Where the gateway's NATS replies arrive (JetStream and KV answers, offline fetches).
+    /// Default `_DANMU_INBOX.gateway`, the prefix the chart's gateway user may subscribe under.
+    pub nats_inbox_prefix: String,
     /// Control's public key (PEM) for verifying tokens locally; or a path to it.
     pub token_public_key_pem: Option<String>,
     pub token_public_key_path: Option<String>,
@@ -125,6 +128,10 @@ pub struct Config {
     /// TCP clients arrive through a load balancer that starts each connection with a PROXY
     /// protocol header (v1 or v2); its source address is believed from `trusted_proxies` only.
     pub proxy_protocol: bool,
+    /// Browser origins (`https://live.example`, or `*` for any) whose pages may open a WebSocket
+    /// here, checked against the upgrade's `Origin` (answered 403 otherwise). A request without
+    /// `Origin` (not from a browser) is not checked. Empty (the default): no check.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -138,6 +145,7 @@ impl Default for Config {
             nats_tls_ca: None,
             nats_tls_cert: None,
             nats_tls_key: None,
+            nats_inbox_prefix: danmu_runtime::nats::inbox_prefix("gateway"),
             token_public_key_pem: None,
             token_public_key_path: None,
             ws_listen: Some(([0, 0, 0, 0], 7000).into()),
@@ -177,6 +185,7 @@ impl Default for Config {
             max_connections: None,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -208,11 +217,13 @@ pub const SCHEMA: Schema = Schema {
         "nats_tls_ca",
         "nats_tls_cert",
         "nats_tls_key",
+        "nats_inbox_prefix",
     ],
     lists: &[
         "upstream.deny_ips",
         "upstream.words.list",
         "trusted_proxies",
+        "allowed_origins",
     ],
 };
 
@@ -226,6 +237,20 @@ impl Config {
         let config: Config = SCHEMA.load(path, vars)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The NATS connection settings (`nats_*` keys), shared with every service.
+    pub fn nats(&self) -> danmu_runtime::nats::NatsSettings {
+        let path = |value: &Option<String>| value.as_ref().map(std::path::PathBuf::from);
+        danmu_runtime::nats::NatsSettings {
+            url: self.nats_url.clone(),
+            nkey_seed: path(&self.nats_nkey_seed),
+            creds: path(&self.nats_creds),
+            tls_ca: path(&self.nats_tls_ca),
+            tls_cert: path(&self.nats_tls_cert),
+            tls_key: path(&self.nats_tls_key),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -314,20 +339,17 @@ impl Config {
         if let Err(reason) = crate::upstream::moderation::parse_nets(&self.trusted_proxies) {
             return invalid("trusted_proxies", &reason);
         }
+        if let Err(error) = danmu_runtime::origins::AllowedOrigins::new(&self.allowed_origins) {
+            return invalid(
+                "allowed_origins",
+                &format!("entry {:?} {}", error.entry, error.reason),
+            );
+        }
         if self.capacity == 0 {
             return invalid("capacity", "must be at least 1");
         }
-        if self.nats_creds.is_some() && self.nats_nkey_seed.is_some() {
-            return invalid(
-                "nats_creds",
-                "set at most one of nats_creds and nats_nkey_seed",
-            );
-        }
-        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
-            return invalid(
-                "nats_tls_cert",
-                "set both nats_tls_cert and nats_tls_key, or neither",
-            );
+        if let Err(error) = self.nats().check() {
+            return invalid(error.key(), &error.to_string());
         }
         self.upstream.validate()
     }
@@ -401,6 +423,9 @@ impl Config {
             queue_wait_sample: config.queue_wait_sample.max(1),
             low_priority_budget: 64 * 1024,
             proxy_protocol: config.proxy_protocol,
+            // `Config::validate` refuses a bad list at start.
+            allowed_origins: danmu_runtime::origins::AllowedOrigins::new(&config.allowed_origins)
+                .unwrap_or_default(),
         }
     }
 }

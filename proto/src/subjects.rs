@@ -100,20 +100,27 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Parses the `<scope>.<target>` tokens of a subject.
+    /// Parses the `<scope>.<target>` tokens of a subject. Only the canonical spelling is
+    /// accepted, the one [`Display`](fmt::Display) writes: rooms and users in plain decimal
+    /// (no sign, no leading zero), `all` with target `_`. Otherwise `room.+7` and `room.07`
+    /// would reach room 7 while a NATS permission or mapping written for `danmu.push.*.room.7`
+    /// never sees them.
     pub fn from_tokens(scope: &str, target: &str) -> Result<Self, SubjectError> {
+        let bad = || SubjectError::BadTarget(format!("{scope}.{target}"));
         let number = || {
             target
                 .parse::<u64>()
-                .map_err(|_| SubjectError::BadTarget(format!("{scope}.{target}")))
+                .ok()
+                .filter(|n| n.to_string() == target)
+                .ok_or_else(bad)
         };
         match scope {
             "room" => Ok(Scope::Room(number()?)),
             "user" => Ok(Scope::User(number()?)),
             "device" if is_valid_token(target) => Ok(Scope::Device(target.to_owned())),
             "region" if is_valid_token(target) => Ok(Scope::Region(target.to_owned())),
-            "all" => Ok(Scope::All),
-            "device" | "region" => Err(SubjectError::BadTarget(format!("{scope}.{target}"))),
+            "all" if target == ALL_TARGET => Ok(Scope::All),
+            "device" | "region" | "all" => Err(bad()),
             other => Err(SubjectError::UnknownScope(other.to_owned())),
         }
     }
@@ -146,7 +153,7 @@ pub enum SubjectError {
     UnknownScope(String),
     /// A target that does not fit its scope.
     #[error(
-        "bad target `{0}`: rooms and users are unsigned integers; devices and regions are single subject tokens"
+        "bad target `{0}`: rooms and users are unsigned integers in plain decimal (no sign, no leading zero); devices and regions are single subject tokens; `all` takes `_`"
     )]
     BadTarget(String),
 }
@@ -300,6 +307,40 @@ mod tests {
             assert_eq!(parsed.region, "A");
             assert_eq!(parsed.priority, Priority::Low);
         }
+    }
+
+    /// `room.+7` and `room.07` parsed as room 7, past any rule written for `room.7`.
+    #[test]
+    fn only_canonical_targets_are_accepted() {
+        for subject in [
+            "danmu.in.A.lo.room.+7",
+            "danmu.in.A.lo.room.07",
+            "danmu.in.A.lo.room.00",
+            "danmu.in.A.hi.user.+1",
+            "danmu.in.A.hi.user.01",
+            "danmu.in.A.lo.all.x",
+            "danmu.in.A.lo.all.",
+        ] {
+            assert!(
+                matches!(parse_ingest(subject), Err(SubjectError::BadTarget(_))),
+                "{subject}: {:?}",
+                parse_ingest(subject)
+            );
+        }
+        assert_eq!(
+            parse_ingest("danmu.in.A.lo.room.0").unwrap().scope,
+            Scope::Room(0)
+        );
+        assert_eq!(
+            parse_ingest(&format!("danmu.in.A.lo.room.{}", u64::MAX))
+                .unwrap()
+                .scope,
+            Scope::Room(u64::MAX)
+        );
+        assert_eq!(
+            parse_ingest("danmu.in.A.lo.all._").unwrap().scope,
+            Scope::All
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`health`]: `/healthz` and `/readyz` for Kubernetes probes, on their own listener.
 //! - [`nats`]: connection options from `nats_url` (comma-separated, credentials in the URL),
 //!   `nats_nkey_seed` and `nats_creds`, for the services that use async-nats directly.
+//! - [`origins`]: the `allowed_origins` list (browser origins a service accepts), one shape for
+//!   control's CORS and the gateway's WebSocket upgrade.
 //! - [`init_tracing`]: logs to stderr, filtered by `RUST_LOG` (default `info`).
 //! - [`install_prometheus`]: the `/metrics` exporter, with histogram buckets set so latencies
 //!   aggregate across instances (without buckets the exporter renders summaries).
@@ -16,6 +18,7 @@ pub mod config;
 pub mod health;
 pub mod jetstream;
 pub mod nats;
+pub mod origins;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -20,7 +20,7 @@ use async_nats::ConnectOptions;
 use danmu_tests::chart::{self, ServiceUsers};
 use danmu_tests::fabric::{self, Keys};
 use danmu_tests::nats::mappings_block;
-use danmu_tests::nats::permissions::{Role, permissions};
+use danmu_tests::nats::permissions::{Role, inbox_prefix, permissions};
 use danmu_tests::nats::users::{connect_watching, publish_refused, refusal};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -31,13 +31,16 @@ fn squash(text: &str) -> String {
     text.split_whitespace().collect()
 }
 
-/// A connection as `seed`'s user whose server errors (permission violations) arrive on the
-/// returned channel.
+/// A connection as `seed`'s user in `role`, its replies under the role's inbox prefix (the
+/// only one its permissions let it read), whose server errors (permission violations) arrive
+/// on the returned channel.
 async fn connect_as(
     url: &str,
     seed: &nkeys::KeyPair,
+    role: Role,
 ) -> anyhow::Result<(async_nats::Client, UnboundedReceiver<String>)> {
-    connect_watching(ConnectOptions::with_nkey(seed.seed()?), url).await
+    let options = ConnectOptions::with_nkey(seed.seed()?).custom_inbox_prefix(inbox_prefix(role));
+    connect_watching(options, url).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +101,8 @@ async fn fabric_runs_under_the_charts_users_and_permissions() -> anyhow::Result<
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: "));
 
     // A business publisher: a JetStream publish is acked by the region's push stream.
-    let (business, mut business_errors) = connect_as(&url, &users.publisher).await?;
+    let (business, mut business_errors) =
+        connect_as(&url, &users.publisher, Role::Publisher).await?;
     let ack = async_nats::jetstream::new(business.clone())
         .publish("danmu.push.lo.room.7", "{\"cmd\":\"DANMU_MSG\"}".into())
         .await?
@@ -116,7 +120,7 @@ async fn fabric_runs_under_the_charts_users_and_permissions() -> anyhow::Result<
     // The gateway's user may not write into a push stream: not directly, not through the
     // business subject (nats-server checks the subject after the mapping, so that publish is
     // refused as its ingest subject).
-    let (as_gateway, mut gateway_errors) = connect_as(&url, &users.gateway).await?;
+    let (as_gateway, mut gateway_errors) = connect_as(&url, &users.gateway, Role::Gateway).await?;
     for (subject, checked_as) in [
         ("danmu.in.A.lo.room.7", "danmu.in.A.lo.room.7"),
         ("danmu.push.hi.room.7", "danmu.in.A.hi.room.7"),

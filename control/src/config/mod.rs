@@ -32,6 +32,14 @@ pub struct Config {
     pub nats_nkey_seed: Option<PathBuf>,
     /// A `.creds` file (user JWT and seed, as `nsc` writes it) for the NATS connection.
     pub nats_creds: Option<PathBuf>,
+    /// PEM roots to verify the NATS servers with (the system's when unset); requires TLS.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS, with `nats_tls_key`; requires TLS.
+    pub nats_tls_cert: Option<PathBuf>,
+    pub nats_tls_key: Option<PathBuf>,
+    /// Where control's NATS replies arrive. Default `_DANMU_INBOX.control`, the prefix the
+    /// chart's control user may subscribe under.
+    pub nats_inbox_prefix: String,
     /// PEM file of the token signing key (from `danmu-control keygen`).
     pub private_key_pem_path: Option<PathBuf>,
     /// The signing key inline, instead of `private_key_pem_path` (e.g. from a Kubernetes Secret).
@@ -85,6 +93,20 @@ pub struct Config {
     /// which connections are live from it after a restart. Default 24h.
     #[serde(deserialize_with = "duration::deserialize")]
     pub presence_max_age: Duration,
+    /// Longest wait for a complete HTTP request head, counted from accept and from each
+    /// response on a keep-alive connection (so also the longest idle keep-alive). Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub http_header_timeout: Duration,
+    /// Longest time from a complete request head to the response, the body read included;
+    /// past it the answer is 408 and the connection closes. Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub http_request_timeout: Duration,
+    /// Most HTTP connections open at once; past it new clients wait in the listen backlog.
+    /// Default 10000.
+    pub http_max_connections: usize,
+    /// Browser origins (`https://live.example`, or `*` for any) that may call the API from a
+    /// page (CORS). Empty (the default): no CORS headers, so only same-origin pages can.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -95,6 +117,10 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_nkey_seed: None,
             nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_inbox_prefix: danmu_runtime::nats::inbox_prefix("control"),
             private_key_pem_path: None,
             private_key_pem: None,
             api_keys: Vec::new(),
@@ -114,6 +140,10 @@ impl Default for Config {
             online_publish_interval: Duration::from_secs(1),
             top_rooms: 20,
             presence_max_age: Duration::from_secs(24 * 3600),
+            http_header_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(10),
+            http_max_connections: 10_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -165,6 +195,10 @@ pub const SCHEMA: Schema = Schema {
         "nats_url",
         "nats_nkey_seed",
         "nats_creds",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+        "nats_inbox_prefix",
         "private_key_pem_path",
         "private_key_pem",
         "token_ttl",
@@ -175,8 +209,15 @@ pub const SCHEMA: Schema = Schema {
         "region",
         "online_publish_interval",
         "presence_max_age",
+        "http_header_timeout",
+        "http_request_timeout",
     ],
-    lists: &["api_keys", "regions", "region_fallbacks.*"],
+    lists: &[
+        "api_keys",
+        "regions",
+        "region_fallbacks.*",
+        "allowed_origins",
+    ],
 };
 
 impl Config {
@@ -191,14 +232,26 @@ impl Config {
         Ok(config)
     }
 
-    /// `nats_url` split at commas and parsed.
-    pub fn nats_servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
-        danmu_runtime::nats::servers(&self.nats_url).map_err(|error| match error {
-            danmu_runtime::nats::NatsConfigError::NoServer => {
-                ConfigError::invalid("nats_url", "must name at least one NATS server")
-            }
-            other => ConfigError::invalid("nats_url", other.to_string()),
-        })
+    /// The NATS connection settings (`nats_*` keys).
+    pub fn nats(&self) -> danmu_runtime::nats::NatsSettings {
+        danmu_runtime::nats::NatsSettings {
+            url: self.nats_url.clone(),
+            nkey_seed: self.nats_nkey_seed.clone(),
+            creds: self.nats_creds.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+        }
+    }
+
+    /// The bounds on HTTP clients, from the `http_*` keys.
+    pub fn http_limits(&self) -> crate::serve::HttpLimits {
+        crate::serve::HttpLimits {
+            header_read_timeout: self.http_header_timeout,
+            request_timeout: self.http_request_timeout,
+            max_connections: self.http_max_connections,
+        }
     }
 
     /// Checks what types cannot: ranges, required pairs, names. The error names the key.

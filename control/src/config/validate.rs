@@ -12,7 +12,12 @@ use crate::routing::check_region_name;
 const MAX_NODES_LIMIT: usize = 100;
 
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
-    config.nats_servers()?;
+    config.nats().check().map_err(|error| match error {
+        danmu_runtime::nats::NatsConfigError::NoServer => {
+            ConfigError::invalid("nats_url", "must name at least one NATS server")
+        }
+        other => ConfigError::invalid(other.key(), other.to_string()),
+    })?;
     match (&config.private_key_pem_path, &config.private_key_pem) {
         (None, None) => {
             return Err(ConfigError::invalid(
@@ -72,6 +77,29 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    for (key, value) in [
+        ("http_header_timeout", config.http_header_timeout),
+        ("http_request_timeout", config.http_request_timeout),
+    ] {
+        if value < Duration::from_millis(100) || value > Duration::from_secs(600) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{} is outside 100ms..=10m", display(value)),
+            ));
+        }
+    }
+    if config.http_max_connections == 0 {
+        return Err(ConfigError::invalid(
+            "http_max_connections",
+            "must be at least 1",
+        ));
+    }
+    danmu_runtime::origins::AllowedOrigins::new(&config.allowed_origins).map_err(|error| {
+        ConfigError::invalid(
+            "allowed_origins",
+            format!("entry {:?} {}", error.entry, error.reason),
+        )
+    })?;
     for (i, rule) in config.rules.iter().enumerate() {
         rule.check()
             .map_err(|reason| ConfigError::invalid(format!("rules[{i}]"), reason))?;

@@ -52,7 +52,7 @@ use crate::fanout::outbound::Outbound;
 use crate::stats::Stats;
 
 /// Per-connection limits and periods, from the gateway's configuration.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     pub session: SessionConfig,
     /// Largest client GOIM packet, header included (bytes).
@@ -84,6 +84,8 @@ pub struct Limits {
     /// TCP connections start with a PROXY protocol header (v1 or v2, as HAProxy and cloud load
     /// balancers send it); the address in it is believed from trusted proxies only.
     pub proxy_protocol: bool,
+    /// Origins whose browser pages may upgrade (`allowed_origins`); empty: any.
+    pub allowed_origins: danmu_runtime::origins::AllowedOrigins,
 }
 
 impl Limits {
@@ -632,6 +634,19 @@ impl Connection {
                     self.transmit
                         .push(Bytes::from(websocket::error_response(404, "only /sub")));
                     self.begin_close(now, CloseReason::Protocol(format!("path {}", request.path)));
+                    return;
+                }
+                // A browser page of another site must not reach users' sessions through their
+                // browser; clients that send no Origin are not browsers and are not checked.
+                if let Some(origin) = request.origin.as_deref()
+                    && !self.limits.allowed_origins.allows(origin)
+                {
+                    self.transmit.push(Bytes::from(websocket::error_response(
+                        403,
+                        "origin not allowed",
+                    )));
+                    let reason = format!("origin {origin:?} not allowed");
+                    self.begin_close(now, CloseReason::Protocol(reason));
                     return;
                 }
                 if ctx.is_trusted_proxy(self.client_ip)

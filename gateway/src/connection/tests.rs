@@ -96,6 +96,7 @@ fn limits() -> Limits {
         write_stall: Duration::from_secs(10),
         low_priority_budget: 1000,
         proxy_protocol: false,
+        allowed_origins: Default::default(),
     }
 }
 
@@ -296,7 +297,7 @@ fn a_proxy_header_is_expected_on_plain_tcp_only() {
     // TLS and QUIC connections open with their own handshakes (done by the glue), never with
     // a PROXY header; the core sees their first packet straight away.
     for transport in [Transport::Tls, Transport::Quic, Transport::WebTransport] {
-        let mut h = Harness::with(transport, proxied, true, 1);
+        let mut h = Harness::with(transport, proxied.clone(), true, 1);
         h.auth(0.0, 42, 1001, "");
         assert_eq!(h.ops(), [op::AUTH_REPLY], "{transport:?}");
     }
@@ -673,6 +674,44 @@ fn the_upgrade_echoes_a_subprotocol_and_refuses_other_paths() {
 }
 
 #[test]
+fn the_upgrade_checks_origin_against_allowed_origins() {
+    let upgrade = |origin: Option<&str>| {
+        let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        format!(
+            "GET /sub HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+        )
+    };
+    let allowed = Limits {
+        allowed_origins: danmu_runtime::origins::AllowedOrigins::new(&["https://live.example"])
+            .unwrap(),
+        ..limits()
+    };
+    let answer = |limits: &Limits, origin: Option<&str>| {
+        let mut h = Harness::with(Transport::Ws, limits.clone(), true, 1);
+        h.feed(0.0, upgrade(origin).as_bytes());
+        (String::from_utf8(h.take_written()).unwrap(), h.reason())
+    };
+    for origin in [
+        Some("https://live.example"),
+        Some("HTTPS://LIVE.EXAMPLE"),
+        None,
+    ] {
+        let (written, reason) = answer(&allowed, origin);
+        assert!(written.starts_with("HTTP/1.1 101"), "{origin:?}: {written}");
+        assert_eq!(reason, None);
+    }
+    for origin in ["https://evil.example", "null", "https://live.example.evil"] {
+        let (written, reason) = answer(&allowed, Some(origin));
+        assert!(written.starts_with("HTTP/1.1 403"), "{origin}: {written}");
+        assert!(matches!(reason, Some(CloseReason::Protocol(_))), "{origin}");
+    }
+    // No list: no check.
+    let (written, _) = answer(&limits(), Some("https://evil.example"));
+    assert!(written.starts_with("HTTP/1.1 101"), "{written}");
+}
+
+#[test]
 fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let request = |xff: &str| {
         format!(
@@ -772,7 +811,7 @@ fn a_proxy_protocol_header_names_the_client_when_a_trusted_proxy_sends_it() {
             1,
             Transport::Tcp,
             peer.parse().unwrap(),
-            Arc::new(with_proxy),
+            Arc::new(with_proxy.clone()),
             true,
             t0,
         )

@@ -7,6 +7,11 @@
 //! - TLS: `nats_tls_ca` (PEM roots; the system's when unset), `nats_tls_cert` + `nats_tls_key`
 //!   (a client certificate). Setting any of them, or a `tls://` URL, requires TLS on every
 //!   server; a server whose INFO says `tls_required` gets TLS anyway.
+//! - Replies: the async-nats clients' inboxes are under `nats_inbox_prefix`. The edge links
+//!   make no requests and have no inbox.
+//!
+//! The rules between the keys (one key file at most, both halves of a client certificate) are
+//! [`danmu_runtime::nats::NatsSettings`]'s, shared with every service.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +20,8 @@ use anyhow::{Context as _, bail};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use danmu_runtime::nats::KeyText;
 
 use super::client::{KeyAuth, ServerAddr};
 use crate::config::Config;
@@ -30,6 +37,7 @@ pub struct NatsOptions {
     pub require_tls: bool,
     ca: Option<PathBuf>,
     client_cert: Option<(PathBuf, PathBuf)>,
+    inbox_prefix: String,
 }
 
 #[derive(Clone, Debug)]
@@ -42,21 +50,22 @@ enum AuthText {
 impl NatsOptions {
     /// Reads the key files the configuration names; errors name the key and the file.
     pub fn from_config(config: &Config) -> anyhow::Result<NatsOptions> {
+        let settings = config.nats();
+        settings.check()?;
         let servers = parse_servers(&config.nats_url)?;
-        let (auth, auth_text) = match (&config.nats_nkey_seed, &config.nats_creds) {
-            (Some(_), Some(_)) => bail!("set at most one of `nats_nkey_seed` and `nats_creds`"),
-            (Some(path), None) => {
-                let seed = read(path, "nats_nkey_seed")?.trim().to_owned();
+        let (auth, auth_text) = match settings.read_key()? {
+            Some(KeyText::Seed(seed)) => {
                 let key = nkeys::KeyPair::from_seed(&seed)
-                    .map_err(|e| anyhow::anyhow!("`nats_nkey_seed` {path}: not a seed: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("`nats_nkey_seed`: not a seed: {e}"))?;
                 (KeyAuth::Nkey(Arc::new(key)), AuthText::Seed(seed))
             }
-            (None, Some(path)) => {
-                let text = read(path, "nats_creds")?;
-                let (jwt, seed) =
-                    parse_creds(&text).with_context(|| format!("`nats_creds` {path}"))?;
-                let key = nkeys::KeyPair::from_seed(seed)
-                    .map_err(|e| anyhow::anyhow!("`nats_creds` {path}: bad seed: {e}"))?;
+            Some(KeyText::Creds(text)) => {
+                let path = settings.creds.clone().unwrap_or_default();
+                let (jwt, seed) = parse_creds(&text)
+                    .with_context(|| format!("`nats_creds` {}", path.display()))?;
+                let key = nkeys::KeyPair::from_seed(seed).map_err(|e| {
+                    anyhow::anyhow!("`nats_creds` {}: bad seed: {e}", path.display())
+                })?;
                 (
                     KeyAuth::Jwt {
                         jwt: jwt.to_owned(),
@@ -65,23 +74,20 @@ impl NatsOptions {
                     AuthText::Creds(text),
                 )
             }
-            (None, None) => (KeyAuth::None, AuthText::None),
+            None => (KeyAuth::None, AuthText::None),
         };
-        let client_cert = match (&config.nats_tls_cert, &config.nats_tls_key) {
-            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
-            (None, None) => None,
-            _ => bail!("set both `nats_tls_cert` and `nats_tls_key`, or neither"),
-        };
+        let client_cert = settings
+            .client_cert()?
+            .map(|(cert, key)| (cert.to_owned(), key.to_owned()));
         let options = NatsOptions {
             url: config.nats_url.clone(),
-            require_tls: config.nats_tls_ca.is_some()
-                || client_cert.is_some()
-                || servers.iter().any(|s| s.tls),
+            require_tls: settings.require_tls()? || servers.iter().any(|s| s.tls),
             servers,
             auth,
             auth_text,
-            ca: config.nats_tls_ca.as_ref().map(PathBuf::from),
+            ca: settings.tls_ca.clone(),
             client_cert,
+            inbox_prefix: settings.inbox_prefix,
         };
         if options.require_tls {
             // Fail at start, not at the first connection.
@@ -95,6 +101,7 @@ impl NatsOptions {
     pub fn async_nats(&self, name: String) -> anyhow::Result<async_nats::ConnectOptions> {
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
+            .custom_inbox_prefix(self.inbox_prefix.clone())
             .retry_on_initial_connect();
         // async-nats does not read credentials from the URL: pass the first server's.
         let first = &self.servers[0];
@@ -180,10 +187,6 @@ impl NatsOptions {
         };
         Ok(Arc::new(config))
     }
-}
-
-fn read(path: &str, key: &str) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("`{key}`: reading {path}"))
 }
 
 fn read_bytes(path: &Path, key: &str) -> anyhow::Result<Vec<u8>> {

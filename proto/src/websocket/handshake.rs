@@ -27,6 +27,9 @@ pub struct UpgradeRequest {
     pub forwarded_for: Option<String>,
     /// `Sec-WebSocket-Protocol` offers, in order.
     pub protocols: Vec<String>,
+    /// `Origin` (RFC 6454), trimmed, as sent: browsers send it on every upgrade, other clients
+    /// usually do not. The server decides whether the origin may connect.
+    pub origin: Option<String>,
 }
 
 impl UpgradeRequest {
@@ -86,6 +89,16 @@ pub enum HandshakeError {
     /// A `Sec-WebSocket-Key` that is not base64 of 16 bytes. Answered with 400.
     #[error("Sec-WebSocket-Key is not base64 of 16 bytes")]
     BadKey,
+    /// No `Host` header: RFC 9112 section 3.2 requires a 400 for an HTTP/1.1 request without
+    /// one. Answered with 400.
+    #[error("missing Host")]
+    MissingHost,
+    /// A header that may appear only once appears more often: `Host` (RFC 9112 section 3.2),
+    /// `Sec-WebSocket-Key` and `Sec-WebSocket-Version` (RFC 6455 section 11.3.1 and 11.3.5),
+    /// `Origin` (RFC 6454 section 7.3). Two values would leave the answer to whichever one a
+    /// component happens to read. Answered with 400.
+    #[error("more than one {0} header")]
+    DuplicateHeader(&'static str),
     /// A `Sec-WebSocket-Protocol` entry that is not an HTTP token (RFC 6455 section 4.1:
     /// printable ASCII without separators), so it could not be echoed safely. Answered with 400.
     #[error("Sec-WebSocket-Protocol entry {0:?} is not a token")]
@@ -124,6 +137,7 @@ impl HandshakeError {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -166,6 +180,19 @@ pub fn parse_upgrade_request(
         return Err(HandshakeError::NotHttp11);
     }
     let headers = req.headers;
+    for name in [
+        "Host",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Origin",
+    ] {
+        if count(headers, name) > 1 {
+            return Err(HandshakeError::DuplicateHeader(name));
+        }
+    }
+    if count(headers, "host") == 0 {
+        return Err(HandshakeError::MissingHost);
+    }
     if !has_token(headers, "upgrade", "websocket") {
         return Err(HandshakeError::MissingUpgrade);
     }
@@ -194,6 +221,7 @@ pub fn parse_upgrade_request(
         offered_extensions: list(headers, "sec-websocket-extensions"),
         forwarded_for: header(headers, "x-forwarded-for").map(|v| v.trim().to_owned()),
         protocols,
+        origin: header(headers, "origin").map(|v| v.trim().to_owned()),
     };
     Ok(Some((request, len)))
 }
@@ -204,6 +232,14 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// How many header lines are named `name` (case-insensitive).
+fn count(headers: &[httparse::Header<'_>], name: &str) -> usize {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .count()
 }
 
 /// The first header named `name` (case-insensitive), if it is UTF-8.

@@ -44,6 +44,7 @@ fn parses_a_browser_request() {
     );
     assert_eq!(req.forwarded_for.as_deref(), Some("203.0.113.7, 10.0.0.1"));
     assert!(req.protocols.is_empty());
+    assert_eq!(req.origin.as_deref(), Some("https://live.example"));
 }
 
 #[test]
@@ -54,6 +55,73 @@ fn incomplete_then_complete() {
             Ok(None)
         );
     }
+}
+
+/// RFC 9112 section 3.2 (Host exactly once in HTTP/1.1), RFC 6455 section 11.3.1 and 11.3.5
+/// (one key, one version), RFC 6454 section 7.3 (one Origin): each of these got 101 before.
+#[test]
+fn host_once_and_key_once() {
+    let ok = [
+        "Host: h",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
+    let raw = |lines: &[&str]| format!("GET /sub HTTP/1.1\r\n{}\r\n\r\n", lines.join("\r\n"));
+    assert!(
+        parse_upgrade_request(raw(&ok).as_bytes(), 4096)
+            .unwrap()
+            .is_some()
+    );
+    let with = |extra: &str| {
+        let mut lines = ok.to_vec();
+        lines.push(extra);
+        parse_upgrade_request(raw(&lines).as_bytes(), 4096)
+    };
+    let cases = [
+        ("host: other", "Host"),
+        (
+            "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==",
+            "Sec-WebSocket-Key",
+        ),
+        (
+            "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Key",
+        ),
+        ("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version"),
+    ];
+    for (extra, name) in cases {
+        let err = with(extra).unwrap_err();
+        assert_eq!(err, HandshakeError::DuplicateHeader(name), "{extra}");
+        assert_eq!(err.status(), 400);
+    }
+    let err = parse_upgrade_request(raw(&ok[1..]).as_bytes(), 4096).unwrap_err();
+    assert_eq!(
+        (err.clone(), err.status()),
+        (HandshakeError::MissingHost, 400)
+    );
+    // An empty Host is what RFC 9112 asks of a client whose target has no authority: accepted.
+    let mut empty_host = ok.to_vec();
+    empty_host[0] = "Host:";
+    assert!(
+        parse_upgrade_request(raw(&empty_host).as_bytes(), 4096)
+            .unwrap()
+            .is_some()
+    );
+
+    let (request, _) = with("Origin:  https://live.example ").unwrap().unwrap();
+    assert_eq!(request.origin.as_deref(), Some("https://live.example"));
+    let (request, _) = parse_upgrade_request(raw(&ok).as_bytes(), 4096)
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.origin, None);
+    let mut two = ok.to_vec();
+    two.extend(["Origin: https://a.example", "Origin: https://b.example"]);
+    assert_eq!(
+        parse_upgrade_request(raw(&two).as_bytes(), 4096),
+        Err(HandshakeError::DuplicateHeader("Origin"))
+    );
 }
 
 #[test]

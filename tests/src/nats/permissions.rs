@@ -94,8 +94,40 @@ impl Permissions {
 
 /// The nodes KV bucket's subjects (gateways report, control reads and removes).
 const NODES_KV: &str = "$KV.danmu_nodes.>";
-/// JetStream API, acks and replies: every service uses JetStream.
-const JETSTREAM: [&str; 3] = ["$JS.API.>", "$JS.ACK.>", "_INBOX.>"];
+/// JetStream API and acks: every service uses JetStream.
+const JETSTREAM: [&str; 2] = ["$JS.API.>", "$JS.ACK.>"];
+
+/// The name of the test business publisher (the chart's `natsAuth.publishers[].name`; the
+/// chart tests render `backend` too).
+pub const TEST_PUBLISHER: &str = "backend";
+
+/// Where a service role's replies arrive: its own inbox prefix
+/// (`danmu_runtime::nats::inbox_prefix`, the services' `nats_inbox_prefix` default), so no
+/// other user can read them. Business publishers have theirs under [`publisher_inbox_prefix`].
+pub fn service_inbox_prefix(role: Role) -> String {
+    let service = match role {
+        Role::Gateway | Role::GatewayEcho => "gateway",
+        Role::Distributor => "distributor",
+        Role::Control => "control",
+        Role::Publisher => unreachable!("publishers have their own prefix, by name"),
+    };
+    danmu_runtime::nats::inbox_prefix(service)
+}
+
+/// Where the business publisher `name` must have its client put its replies: `_INBOX.<name>`
+/// (nats.go `nats.CustomInboxPrefix`, async-nats `ConnectOptions::custom_inbox_prefix`). Its
+/// user may subscribe there and nowhere else under `_INBOX`, so it reads its own replies only.
+pub fn publisher_inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{name}")
+}
+
+/// The user of `role`'s inbox prefix: [`service_inbox_prefix`], or the test publisher's.
+pub fn inbox_prefix(role: Role) -> String {
+    match role {
+        Role::Publisher => publisher_inbox_prefix(TEST_PUBLISHER),
+        service => service_inbox_prefix(service),
+    }
+}
 
 /// Purging the offline stream: the gateway's one exception to [`stream_admin_subjects`].
 pub const OFFLINE_PURGE: &str = "$JS.API.STREAM.PURGE.DANMU_OFFLINE";
@@ -161,7 +193,7 @@ pub fn permissions(role: Role, region: &str, regions: &[&str]) -> Permissions {
                     allow: vec![
                         "danmu.edge.>".to_owned(),
                         format!("danmu.online.totals.{region}"),
-                        "_INBOX.>".to_owned(),
+                        format!("{}.>", service_inbox_prefix(role)),
                     ],
                     deny: Vec::new(),
                 },
@@ -186,7 +218,10 @@ pub fn permissions(role: Role, region: &str, regions: &[&str]) -> Permissions {
                     ]),
                 },
                 subscribe: Rules {
-                    allow: strings(&["_DANMU_CONFIRM.>", "_INBOX.>"]),
+                    allow: vec![
+                        "_DANMU_CONFIRM.>".to_owned(),
+                        format!("{}.>", service_inbox_prefix(role)),
+                    ],
                     deny: Vec::new(),
                 },
                 allow_responses: false,
@@ -204,29 +239,45 @@ pub fn permissions(role: Role, region: &str, regions: &[&str]) -> Permissions {
             Permissions {
                 publish: Rules { allow, deny },
                 subscribe: Rules {
-                    allow: strings(&["danmu.online.report.*", "danmu.online.query", "_INBOX.>"]),
+                    allow: vec![
+                        "danmu.online.report.*".to_owned(),
+                        "danmu.online.query".to_owned(),
+                        format!("{}.>", service_inbox_prefix(role)),
+                    ],
                     deny: Vec::new(),
                 },
                 allow_responses: true,
             }
         }
-        Role::Publisher => Permissions {
-            publish: Rules {
-                allow: vec![
-                    "danmu.push.>".to_owned(),
-                    format!("danmu.in.{region}.>"),
-                    "danmu.online.query".to_owned(),
-                    "$JS.API.STREAM.INFO.>".to_owned(),
-                    "_INBOX.>".to_owned(),
-                ],
-                deny: strings(&["danmu.edge.>"]),
-            },
-            subscribe: Rules {
-                allow: strings(&["danmu.upstream.>", "danmu.presence.>", "_INBOX.>"]),
-                deny: strings(&["danmu.edge.>", "danmu.hist.>", "danmu.offline.>"]),
-            },
-            allow_responses: false,
+        Role::Publisher => publisher_permissions(TEST_PUBLISHER, region),
+    }
+}
+
+/// The permissions of the business publisher `name` in `region` (one user per entry of the
+/// chart's `natsAuth.publishers`): push, ask for online counts and stream info, read upstream
+/// and presence events, and read replies under its own [`publisher_inbox_prefix`] only. It may
+/// publish into no inbox: with `_INBOX.>` it could answer other clients' requests in their
+/// services' place.
+pub fn publisher_permissions(name: &str, region: &str) -> Permissions {
+    Permissions {
+        publish: Rules {
+            allow: vec![
+                "danmu.push.>".to_owned(),
+                format!("danmu.in.{region}.>"),
+                "danmu.online.query".to_owned(),
+                "$JS.API.STREAM.INFO.>".to_owned(),
+            ],
+            deny: strings(&["danmu.edge.>"]),
         },
+        subscribe: Rules {
+            allow: vec![
+                "danmu.upstream.>".to_owned(),
+                "danmu.presence.>".to_owned(),
+                format!("{}.>", publisher_inbox_prefix(name)),
+            ],
+            deny: strings(&["danmu.edge.>", "danmu.hist.>", "danmu.offline.>"]),
+        },
+        allow_responses: false,
     }
 }
 
@@ -264,6 +315,21 @@ mod tests {
                 .allow
                 .contains(&"danmu.in.B.lo.room.*".to_owned())
         );
+        // Nobody may read or write every inbox: each reads its own prefix's replies.
+        for role in Role::ALL {
+            let p = permissions(role, "A", &["A"]);
+            let everything = [p.publish.allow, p.subscribe.allow].concat();
+            assert!(
+                !everything.iter().any(|s| s == "_INBOX.>"),
+                "{}: {everything:?}",
+                role.name()
+            );
+            assert!(
+                everything.contains(&format!("{}.>", inbox_prefix(role))),
+                "{}",
+                role.name()
+            );
+        }
         let json = permissions(Role::Control, "A", &["A"]).to_json();
         assert_eq!(json["allow_responses"], true);
         assert!(json["subscribe"].get("deny").is_none());

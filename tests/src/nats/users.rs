@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::permissions::{Role, permissions};
+use super::permissions::{Role, inbox_prefix, permissions, publisher_permissions};
 
 /// One nkey user: the public key the server lists and the file holding its seed (what the
 /// services' `nats_nkey_seed` config key names).
@@ -29,6 +29,9 @@ use super::permissions::{Role, permissions};
 pub struct NkeyUser {
     pub public_key: String,
     pub seed_file: PathBuf,
+    /// The inbox prefix its permissions let it read replies under
+    /// ([`super::permissions::inbox_prefix`]); `None` (the admin): the client's default.
+    pub inbox_prefix: Option<String>,
 }
 
 impl NkeyUser {
@@ -41,6 +44,7 @@ impl NkeyUser {
         Ok(NkeyUser {
             public_key: pair.public_key(),
             seed_file: path.to_owned(),
+            inbox_prefix: None,
         })
     }
 
@@ -52,9 +56,21 @@ impl NkeyUser {
             .to_owned())
     }
 
-    /// Connection options authenticating as this user.
+    /// This user, its replies under `prefix` (what its permissions allow it to read).
+    pub fn with_inbox_prefix(self, prefix: String) -> NkeyUser {
+        NkeyUser {
+            inbox_prefix: Some(prefix),
+            ..self
+        }
+    }
+
+    /// Connection options authenticating as this user, with its inbox prefix.
     pub fn options(&self) -> anyhow::Result<async_nats::ConnectOptions> {
-        Ok(async_nats::ConnectOptions::with_nkey(self.seed()?))
+        let options = async_nats::ConnectOptions::with_nkey(self.seed()?);
+        Ok(match &self.inbox_prefix {
+            Some(prefix) => options.custom_inbox_prefix(prefix.clone()),
+            None => options,
+        })
     }
 
     /// Connects to `url` as this user, with the server's errors (permission violations, as
@@ -95,7 +111,8 @@ pub struct FabricUsers {
 }
 
 /// The user that clients without credentials are taken as when
-/// [`FabricUsers::anonymous_publisher`] is on.
+/// [`FabricUsers::anonymous_publisher`] is on. Its replies arrive under `_INBOX.business`
+/// ([`super::permissions::publisher_inbox_prefix`]): `nats req --inbox-prefix _INBOX.business`.
 pub const ANONYMOUS_PUBLISHER: &str = "business";
 
 /// The service roles: one user per region each.
@@ -115,20 +132,23 @@ impl FabricUsers {
         let dir = std::env::temp_dir().join("danmu-test-users");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let user = |name: &str| -> anyhow::Result<NkeyUser> { test_user(&dir, name) };
+        let role_user = |role: Role, name: &str| -> anyhow::Result<NkeyUser> {
+            Ok(user(name)?.with_inbox_prefix(inbox_prefix(role)))
+        };
         let mut services = Vec::new();
         for region in regions {
             for role in SERVICE_ROLES {
                 services.push((
                     role,
                     (*region).to_owned(),
-                    user(&format!("{}-{region}", role.name()))?,
+                    role_user(role, &format!("{}-{region}", role.name()))?,
                 ));
             }
         }
         Ok(FabricUsers {
             regions: regions.iter().map(|r| (*r).to_owned()).collect(),
             services,
-            publisher: user("publisher")?,
+            publisher: role_user(Role::Publisher, "publisher")?,
             admin: Some(user("admin")?),
             anonymous_publisher: false,
         })
@@ -141,13 +161,15 @@ impl FabricUsers {
         for region in regions {
             for role in SERVICE_ROLES {
                 let path = dev_seed_file(dir, role, Some(region));
-                services.push((role, (*region).to_owned(), NkeyUser::from_seed_file(&path)?));
+                let user = NkeyUser::from_seed_file(&path)?.with_inbox_prefix(inbox_prefix(role));
+                services.push((role, (*region).to_owned(), user));
             }
         }
         Ok(FabricUsers {
             regions: regions.iter().map(|r| (*r).to_owned()).collect(),
             services,
-            publisher: NkeyUser::from_seed_file(&dev_seed_file(dir, Role::Publisher, None))?,
+            publisher: NkeyUser::from_seed_file(&dev_seed_file(dir, Role::Publisher, None))?
+                .with_inbox_prefix(inbox_prefix(Role::Publisher)),
             admin: None,
             anonymous_publisher: true,
         })
@@ -200,7 +222,7 @@ impl FabricUsers {
                 "user": ANONYMOUS_PUBLISHER,
                 // Random, never used: clients without credentials become this user.
                 "password": nkeys::KeyPair::new_user().public_key(),
-                "permissions": permissions(Role::Publisher, server_region, &regions).to_json(),
+                "permissions": publisher_permissions(ANONYMOUS_PUBLISHER, server_region).to_json(),
             }));
         }
         out.push_str("  ]\n}\n");
@@ -246,6 +268,7 @@ fn test_user(dir: &Path, name: &str) -> anyhow::Result<NkeyUser> {
     Ok(NkeyUser {
         public_key: pair.public_key(),
         seed_file: path,
+        inbox_prefix: None,
     })
 }
 
