@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use danmu_distributor::stats::get;
+use danmu_distributor::Stats;
 use danmu_tests::assert_eventually;
 use danmu_tests::client::Transport;
 use danmu_tests::fabric::SingleRegion;
@@ -22,7 +22,7 @@ async fn non_canonical_targets_and_empty_payloads_are_refused_and_counted() -> a
     let mut client = fabric.join(Transport::WebSocket, 1, room, 3).await?;
     room::warm_up(&fabric.business, room, &mut [&mut client], WAIT).await?;
 
-    let rejected = || get(&fabric.distributor.stats.messages_rejected);
+    let rejected = || Stats::get(&fabric.distributor.stats.messages_rejected);
     let before = rejected();
     let refused = [
         ("danmu.push.lo.room.+7", danmu(100)),
