@@ -57,6 +57,11 @@ struct Args {
     /// Publish through JetStream and wait for the stream's acknowledgement of each message.
     #[arg(long)]
     ack: bool,
+    /// Where acknowledgements arrive: the publisher's own inbox prefix, the only one its NATS
+    /// user may read (`_INBOX.<name>` for `natsAuth.publishers[].name`; `scripts/up`'s
+    /// anonymous publisher is `business`).
+    #[arg(long, default_value = "_INBOX.business")]
+    inbox_prefix: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -90,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             None => async_nats::ConnectOptions::new(),
         };
         let client = options
+            .custom_inbox_prefix(args.inbox_prefix.clone())
             .name("danmu-demo-traffic")
             .connection_timeout(Duration::from_secs(5))
             .connect(*url)
