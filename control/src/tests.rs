@@ -277,7 +277,7 @@ async fn node_list_json_shape() {
     assert_eq!(
         value["nodes"][0],
         json!({"node_id": "b1", "region": "B", "ws": "b1:8080", "wss": "", "tcp": "b1:7070",
-               "tls": "", "quic": "", "load": 0.3})
+               "tls": "", "quic": "", "webtransport": "", "cert_sha256": "", "load": 0.3})
     );
 }
 

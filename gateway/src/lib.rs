@@ -281,8 +281,11 @@ pub async fn start(listeners: Listeners, config: Config) -> anyhow::Result<Gatew
             wss_addr: advertise(wss_addr),
             tls_addr: advertise(tls_addr),
             quic_addr: advertise(quic_addr),
+            // WebTransport (ALPN h3) shares the QUIC port and endpoint.
+            webtransport_addr: advertise(quic_addr),
             ..Default::default()
         },
+        quic_certificates: quic_addr.and(certificates.clone()),
         capacity: config.capacity,
         interval: config.report_interval,
         stats: stats.clone(),

@@ -242,6 +242,13 @@ impl Stats {
             .increment(1);
     }
 
+    /// A connection accepted under one transport turned out to be another (QUIC whose ALPN
+    /// is `h3`: WebTransport); the open-connections gauge moves, the accepted count stays.
+    pub(crate) fn connection_relabeled(&self, from: &'static str, to: &'static str) {
+        gauge!("danmu_gateway_connections", "transport" => from).decrement(1.0);
+        gauge!("danmu_gateway_connections", "transport" => to).increment(1.0);
+    }
+
     /// A connection's socket is gone.
     pub(crate) fn connection_ended(&self, transport: &'static str) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! Every transport the gateway serves carries the same frames: a room message reaches plain
-//! WebSocket, plain TCP, WebSocket on TLS (`wss`), GOIM on TLS over TCP and QUIC alike; certificates
+//! WebSocket, plain TCP, WebSocket on TLS (`wss`), GOIM on TLS over TCP, QUIC and WebTransport
+//! over HTTP/3 alike; certificates
 //! reload from their files without a restart; a client that speaks no TLS to a TLS port is
 //! closed and counted, and nobody else notices.
 
@@ -10,7 +11,9 @@ use danmu_gateway::stats::get;
 use danmu_tests::client::{Client, Tls, Transport};
 use danmu_tests::fabric::{Keys, SingleRegion};
 use danmu_tests::room::{self, danmu};
-use danmu_tests::tls::{TestCert, client_config_trusting, quic_client, quic_connect, with_tls};
+use danmu_tests::tls::{
+    TestCert, WebTransportSession, client_config_trusting, quic_client, quic_connect, with_tls,
+};
 use danmu_tests::{assert_eventually, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -60,6 +63,7 @@ async fn one_room_message_reaches_every_transport_identically() -> anyhow::Resul
     let room = 3001;
     let mut clients = Vec::new();
     let mut quic_endpoints: Vec<(quinn::Endpoint, quinn::Connection)> = Vec::new();
+    let mut sessions = Vec::new();
     for protover in [0, 3] {
         let uid = 10 + u64::from(protover);
         let keys = &fabric.keys;
@@ -119,6 +123,13 @@ async fn one_room_message_reaches_every_transport_identically() -> anyhow::Resul
         assert_eq!(quic.auth(uid, room, protover, &token).await?, 0);
         quic_endpoints.push((endpoint, connection));
         clients.push(("quic", quic));
+        let session =
+            WebTransportSession::connect(gateway.quic_addr.unwrap(), &cert, "/sub").await?;
+        assert_eq!(session.status, 200, "the CONNECT is accepted");
+        let mut webtransport = session.open_stream(&session.stream_header()).await?;
+        assert_eq!(webtransport.auth(uid, room, protover, &token).await?, 0);
+        sessions.push(session);
+        clients.push(("webtransport", webtransport));
     }
     for (_, client) in &clients {
         assert_eq!(
@@ -328,6 +339,18 @@ async fn quic_keeps_a_session_across_an_address_change_and_answers_bad_input_alo
         other => panic!("expected an application close, got {other:?}"),
     }
 
+    // A unidirectional stream on a danmu/1 connection (the port allows 3 for HTTP/3 before
+    // the ALPN is known): that connection is closed.
+    let (_uni_endpoint, uni) = quic_connect(addr, &cert).await?;
+    let mut stream = uni.open_uni().await?;
+    stream.write_all(b"x").await?;
+    let closed = tokio::time::timeout(WAIT, uni.closed()).await?;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(danmu_gateway::transport::quic::CLOSE_EXTRA_STREAM)),
+        "{closed:?}"
+    );
+
     // A connection that never opens its stream is closed when AUTH is overdue.
     let (_idle_endpoint, idle) = quic_connect(addr, &cert).await?;
     let closed = tokio::time::timeout(WAIT, idle.closed()).await?;
@@ -340,5 +363,85 @@ async fn quic_keeps_a_session_across_an_address_change_and_answers_bad_input_alo
     let sent = danmu(12);
     room::publish(&fabric.business, room, sent.clone()).await?;
     assert_eq!(next_payload(&mut member).await?, sent);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webtransport_refuses_what_is_not_a_session_and_the_node_list_names_it()
+-> anyhow::Result<()> {
+    let cert = TestCert::generate();
+    let fabric = SingleRegion::start_with(|_, gateway| {
+        with_tls(gateway, &cert);
+        gateway.auth_timeout = Duration::from_secs(1);
+    })
+    .await?;
+    let gateway = &fabric.gateway;
+    let addr = gateway.quic_addr.unwrap();
+    let room = 3005;
+    let rejected = |closed: &quinn::ConnectionError| {
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(danmu_gateway::transport::webtransport::H3_REQUEST_REJECTED))
+    };
+    let mut member = room::join(
+        &fabric.keys,
+        Transport::WebSocket,
+        gateway.ws_addr.unwrap(),
+        1,
+        room,
+        0,
+    )
+    .await?;
+
+    // A CONNECT to another path: 404, then the connection is closed.
+    let wrong_path = WebTransportSession::connect(addr, &cert, "/elsewhere").await?;
+    assert_eq!(wrong_path.status, 404);
+    let closed = tokio::time::timeout(WAIT, wrong_path.connection.closed()).await?;
+    assert!(rejected(&closed), "{closed:?}");
+
+    // A stream of another session: the connection is closed.
+    let session = WebTransportSession::connect(addr, &cert, "/sub").await?;
+    assert_eq!(session.status, 200);
+    let _stream = session.open_stream(&[0x40, 0x41, 0x40, 0x04]).await?;
+    let closed = tokio::time::timeout(WAIT, session.connection.closed()).await?;
+    assert!(rejected(&closed), "{closed:?}");
+
+    // A session that never opens its stream: closed when AUTH is overdue.
+    let idle = WebTransportSession::connect(addr, &cert, "/sub").await?;
+    let closed = tokio::time::timeout(WAIT, idle.connection.closed()).await?;
+    assert!(rejected(&closed), "{closed:?}");
+
+    // A member elsewhere noticed none of it.
+    {
+        let mut members = [&mut member];
+        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
+    }
+    let sent = danmu(21);
+    room::publish(&fabric.business, room, sent.clone()).await?;
+    assert_eq!(next_payload(&mut member).await?, sent);
+
+    // Control's node list: the WebTransport address and the certificate's hash (hex).
+    let control = danmu_tests::fabric::start_control(danmu_tests::fabric::control_config(
+        &fabric.url(),
+        "A",
+        &fabric.keys,
+    ))
+    .await?;
+    let node = eventually("the gateway in the node list", WAIT, async || {
+        let list = danmu_tests::http::get_json(control.addr, "/v1/nodes")
+            .await
+            .ok()?;
+        list["nodes"].get(0).cloned()
+    })
+    .await?;
+    assert_eq!(node["webtransport"], format!("127.0.0.1:{}", addr.port()));
+    let hash: String = gateway
+        .certificates
+        .as_ref()
+        .and_then(|c| c.first_sha256())
+        .expect("a certificate")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(node["cert_sha256"], hash);
     Ok(())
 }

@@ -37,6 +37,13 @@ pub struct NodeEntry {
     pub tcp: String,
     pub tls: String,
     pub quic: String,
+    /// WebTransport over HTTP/3 (`host:port`, the QUIC port).
+    #[serde(default)]
+    pub webtransport: String,
+    /// SHA-256 of the certificate's DER, lowercase hex, for the browser's
+    /// `serverCertificateHashes`; empty when the gateway has no QUIC port.
+    #[serde(default)]
+    pub cert_sha256: String,
     pub load: f64,
 }
 
@@ -50,6 +57,8 @@ impl From<&NodeReport> for NodeEntry {
             tcp: report.tcp_addr.clone(),
             tls: report.tls_addr.clone(),
             quic: report.quic_addr.clone(),
+            webtransport: report.webtransport_addr.clone(),
+            cert_sha256: report.cert_sha256.clone(),
             load: report.load,
         }
     }

@@ -178,6 +178,8 @@ fn entries_carry_every_transport() {
         wss_addr: "g.example:443".into(),
         tls_addr: "g.example:7443".into(),
         quic_addr: "g.example:7444".into(),
+        webtransport_addr: "g.example:7444".into(),
+        cert_sha256: "ab".repeat(32),
         ..node("g", "A", 0.25)
     };
     let got = select_nodes(&table([report]), &client("A"), &routing(&[], 5), NOW);
@@ -185,7 +187,8 @@ fn entries_carry_every_transport() {
         serde_json::to_value(&got.nodes[0]).unwrap(),
         serde_json::json!({
             "node_id": "g", "region": "A", "ws": "g.example:8080", "wss": "g.example:443",
-            "tcp": "g.example:7070", "tls": "g.example:7443", "quic": "g.example:7444", "load": 0.25
+            "tcp": "g.example:7070", "tls": "g.example:7443", "quic": "g.example:7444",
+            "webtransport": "g.example:7444", "cert_sha256": "ab".repeat(32), "load": 0.25
         })
     );
 }

@@ -18,6 +18,9 @@ pub struct Reporter {
     pub capacity: u64,
     pub interval: Duration,
     pub stats: Arc<Stats>,
+    /// The QUIC port's certificates, read at each report so `cert_sha256` follows a reload;
+    /// `None` without a QUIC port.
+    pub quic_certificates: Option<Arc<crate::transport::tls::Certificates>>,
 }
 
 /// Opens (or creates) the bucket with the TTL every reporter and control agree on
@@ -33,7 +36,14 @@ pub async fn open_bucket(
 impl Reporter {
     fn report(&self) -> NodeReport {
         let connections = self.stats.connections_open.load(Ordering::Relaxed).max(0) as u64;
+        let cert_sha256 = self
+            .quic_certificates
+            .as_ref()
+            .and_then(|certificates| certificates.first_sha256())
+            .map(|digest| digest.iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_default();
         NodeReport {
+            cert_sha256,
             connections,
             rooms: self.stats.rooms.load(Ordering::Relaxed).max(0) as u64,
             load: connections as f64 / self.capacity as f64,

@@ -8,12 +8,15 @@
 //! - [`tls`]: rustls on TCP for `wss` and `tls`, certificates chosen by SNI and reloaded.
 //! - [`quic`]: quinn on UDP, one bidirectional stream per connection behind the same
 //!   [`Socket`] interface.
+//! - [`webtransport`]: WebTransport over HTTP/3 on the same QUIC port (ALPN `h3`), its one
+//!   stream on the same QUIC socket.
 
 pub mod quic;
 pub mod socket;
 pub mod task;
 pub mod tcp;
 pub mod tls;
+pub mod webtransport;
 
 pub use socket::Socket;
 pub use task::{MAX_OFFLINE, Shared, serve};

@@ -45,6 +45,8 @@ pub const CLOSE_CODE: u32 = 0;
 pub const CLOSE_NO_STREAM: u32 = 1;
 /// Application error code when the gateway is at `max_connections`.
 pub const CLOSE_OVERLOADED: u32 = 2;
+/// Application error code when a `danmu/1` client opens a unidirectional stream.
+pub const CLOSE_EXTRA_STREAM: u32 = 3;
 
 /// Bytes kept for quinn when its send window is full (the TLS record buffer's size).
 pub const PENDING_LIMIT: usize = 64 * 1024;
@@ -85,11 +87,15 @@ impl Default for QuicConfig {
 /// per allowed stream), megabyte windows, datagrams on.
 pub fn transport_config(config: &QuicConfig) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    // One stream per connection, opened by the client; nothing else. A client that opens a
-    // second one breaks the stream limit and quinn closes its connection
-    // (STREAM_LIMIT_ERROR): only that connection.
+    // One stream per connection, opened by the client. A client that opens a second one
+    // breaks the stream limit and quinn closes its connection (STREAM_LIMIT_ERROR): only that
+    // connection. Unidirectional: 3, because the transport parameters are sent before the ALPN
+    // is known and an HTTP/3 client (WebTransport, ALPN h3) needs 3 from the start (Chromium
+    // refuses a server that allows fewer and raises it later); a `danmu/1` connection has its
+    // limit set back to 0 after the handshake and is closed if it opens one anyway
+    // (`CLOSE_EXTRA_STREAM`).
     transport.max_concurrent_bidi_streams(VarInt::from_u32(1));
-    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(super::webtransport::UNI_STREAMS));
     transport.stream_receive_window(VarInt::from_u32(config.receive_window));
     transport.receive_window(VarInt::from_u32(config.receive_window));
     transport.send_window(config.send_window);
@@ -114,7 +120,8 @@ pub fn server_config(
     certificates: Arc<Certificates>,
     config: &QuicConfig,
 ) -> anyhow::Result<quinn::ServerConfig> {
-    let tls = super::tls::server_config_tls13(certificates, &[ALPN_DANMU]);
+    let alpn = [ALPN_DANMU, super::webtransport::ALPN_H3];
+    let tls = super::tls::server_config_tls13(certificates, &alpn);
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(config)));
@@ -208,6 +215,30 @@ async fn serve(
         }
     };
     drop(handshake);
+    let alpn = connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol);
+    if alpn.as_deref() == Some(super::webtransport::ALPN_H3) {
+        // Accepted as QUIC before the ALPN was known; counted as WebTransport from here on.
+        shared
+            .stats
+            .connection_relabeled(label, Transport::WebTransport.label());
+        return super::webtransport::serve(connection, peer, shared).await;
+    }
+    // No new unidirectional credit; the 3 the transport parameters gave are watched below.
+    connection.set_max_concurrent_uni_streams(VarInt::from_u32(0));
+    let watched = connection.clone();
+    tokio::spawn(async move {
+        // Ends with the connection; a stream closes it, and the connection task ends on the
+        // failed stream by itself.
+        if watched.accept_uni().await.is_ok() {
+            watched.close(
+                VarInt::from_u32(CLOSE_EXTRA_STREAM),
+                b"unidirectional stream",
+            );
+        }
+    });
     let stream = tokio::time::timeout(limit, connection.accept_bi()).await;
     let Ok(Ok((send, recv))) = stream else {
         connection.close(
@@ -218,13 +249,28 @@ async fn serve(
         return shared.stats.connection_ended(label);
     };
     let socket = QuicSocket::new(send, recv);
+    let close = VarInt::from_u32(CLOSE_CODE);
+    serve_stream(socket, &connection, close, peer, Transport::Quic, shared).await;
+}
+
+/// The connection task on `socket`, then an orderly end: the stream finished, its last bytes
+/// acknowledged or `close_linger` passed, then `connection` closed with application error
+/// `code` and the close reason as the reason phrase.
+pub(crate) async fn serve_stream(
+    socket: QuicSocket,
+    connection: &quinn::Connection,
+    code: VarInt,
+    peer: SocketAddr,
+    transport: Transport,
+    shared: Arc<Shared>,
+) {
     let handle = socket.clone();
     let linger = shared.limits.close_linger;
-    let reason = super::task::serve(socket, peer, Transport::Quic, shared, true).await;
+    let reason = super::task::serve(socket, peer, transport, shared, true).await;
     // The stream was finished by the task's orderly close; the connection's close would drop
     // what the client has not acknowledged yet, so wait for that first (bounded).
     let _ = tokio::time::timeout(linger, handle.acknowledged()).await;
-    connection.close(VarInt::from_u32(CLOSE_CODE), reason.as_bytes());
+    connection.close(code, reason.as_bytes());
 }
 
 fn handshake_reason(error: &quinn::ConnectionError) -> &'static str {

@@ -2,8 +2,12 @@
 //! supercluster (A, B), control per region (A's serves the demo page), a distributor and a
 //! gateway per region, the gateways echoing upstream danmu into the room as in `dev/`.
 //!
+//! With `--webtransport`, the gateways also serve QUIC and WebTransport (and wss) on a
+//! certificate a browser accepts by its hash (`danmu_tests::tls::short_lived_certificate`).
+//!
 //! Prints one JSON line on stdout once everything answers:
-//! `{"control":"http://127.0.0.1:P","nats":{"A":"nats://...","B":"nats://..."},"ws":{"A":"127.0.0.1:P",...}}`.
+//! `{"control":"http://127.0.0.1:P","nats":{"A":"nats://...","B":"nats://..."},"ws":{"A":"127.0.0.1:P",...},"webtransport":{"A":"127.0.0.1:P",...}}`
+//! (`webtransport` empty without the flag).
 //! Then reads commands on stdin, one per line, answering each with one line:
 //! - `restart A`: drains gateway A and starts a new one on the same ports → `restarted A`;
 //! - `quit` (or end of input, or SIGTERM): stops everything.
@@ -39,6 +43,8 @@ async fn main() -> anyhow::Result<()> {
         .start()
         .await?;
     let keys = Keys::generate();
+    let webtransport = std::env::args().any(|a| a == "--webtransport");
+    let cert = webtransport.then(danmu_tests::tls::TestCert::generate);
     let mut controls = Vec::new();
     let mut distributors = Vec::new();
     let mut gateways: BTreeMap<&'static str, _> = BTreeMap::new();
@@ -51,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
         controls.push(fabric::start_control(control).await?);
         distributors
             .push(danmu_distributor::start(fabric::distributor_config(&url, region)).await?);
-        let config = gateway_config(&url, region, &keys);
+        let mut config = gateway_config(&url, region, &keys);
+        if let Some(cert) = &cert {
+            danmu_tests::tls::with_tls(&mut config, cert);
+        }
         gateways.insert(
             region,
             (fabric::start_gateway(config.clone()).await?, config),
@@ -78,12 +87,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let addr = |g: &danmu_gateway::Gateway| g.ws_addr.map(|a| a.to_string()).unwrap_or_default();
+    let quic = |g: &danmu_gateway::Gateway| g.quic_addr.map(|a| a.to_string()).unwrap_or_default();
     println!(
         "{}",
         json!({
             "control": control,
             "nats": REGIONS.iter().map(|r| (r.to_string(), cluster.region(r).client_url())).collect::<BTreeMap<_, _>>(),
             "ws": gateways.iter().map(|(r, (g, _))| (r.to_string(), addr(g))).collect::<BTreeMap<_, _>>(),
+            "webtransport": gateways.iter().map(|(r, (g, _))| (r.to_string(), quic(g))).collect::<BTreeMap<_, _>>(),
         })
     );
 
@@ -107,6 +118,9 @@ async fn main() -> anyhow::Result<()> {
                 // The same ports, so that the page finds it where control said.
                 config.ws_listen = gateway.ws_addr;
                 config.tcp_listen = gateway.tcp_addr;
+                config.wss_listen = gateway.wss_addr;
+                config.tls_listen = gateway.tls_addr;
+                config.quic_listen = gateway.quic_addr;
                 gateway.shutdown(Duration::from_secs(2)).await;
                 gateways.insert(
                     region,

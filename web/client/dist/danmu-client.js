@@ -52,6 +52,33 @@ function splitPackets(bytes) {
   }
   return packets;
 }
+var MAX_PACKET_BYTES = 16 * 1024 * 1024;
+var PacketReader = class {
+  buffered = new Uint8Array(0);
+  /** @throws ProtocolError on a header length other than 16 or a length out of range. */
+  push(chunk) {
+    const bytes = this.buffered.length === 0 ? chunk : concat(this.buffered, chunk);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let at = 0;
+    while (bytes.length - at >= 6) {
+      const len = view.getUint32(at);
+      const headerLen = view.getUint16(at + 4);
+      if (headerLen !== HEADER_LEN || len < HEADER_LEN || len > MAX_PACKET_BYTES) {
+        throw new ProtocolError(`bad packet at byte ${at}: length ${len}, header ${headerLen}`);
+      }
+      if (bytes.length - at < len) break;
+      at += len;
+    }
+    this.buffered = bytes.slice(at);
+    return at === 0 ? void 0 : bytes.subarray(0, at);
+  }
+};
+function concat(a, b) {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
 function nativeZlib() {
   if (typeof DecompressionStream !== "function") return void 0;
   return async (body) => {
@@ -186,10 +213,19 @@ function errorText(body) {
 }
 
 // client/src/transport.ts
+function pageIsSecure() {
+  return globalThis.location?.protocol === "https:";
+}
 var WebSocketTransport = class {
   name = "ws";
+  secure;
+  /** `secure`: dial `wss` only; default: whether the page is served over HTTPS. */
+  constructor(options = {}) {
+    this.secure = options.secure ?? pageIsSecure();
+  }
   address(node) {
-    return node.ws ? `ws://${node.ws}/sub` : void 0;
+    if (node.ws && !this.secure) return `ws://${node.ws}/sub`;
+    return node.wss ? `wss://${node.wss}/sub` : void 0;
   }
   open(url, handlers, timeoutMs) {
     return new Promise((resolve, reject) => {
@@ -206,7 +242,7 @@ var WebSocketTransport = class {
         opened = true;
         clearTimeout(timer);
         resolve({
-          transport: this.name,
+          transport: url.startsWith("wss:") ? "wss" : "ws",
           url,
           send: (frame) => {
             if (socket.readyState === WebSocket.OPEN) socket.send(frame);
@@ -228,8 +264,87 @@ var WebSocketTransport = class {
     });
   }
 };
+function hexBytes(hex) {
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) return void 0;
+  return new Uint8Array(hex.match(/../g).map((b) => parseInt(b, 16)));
+}
+var WebTransportTransport = class {
+  name = "webtransport";
+  fallbackMs;
+  certificateHashes;
+  /**
+   * `fallbackMs`: bound of one attempt (open + AUTH_REPLY); `certificateHashes`: pass the node
+   * list's `cert_sha256` (default true; false for a gateway with a Web PKI certificate).
+   */
+  constructor(options = {}) {
+    this.fallbackMs = options.fallbackMs ?? 3e3;
+    this.certificateHashes = options.certificateHashes ?? true;
+  }
+  address(node) {
+    if (typeof WebTransport !== "function" || !node.webtransport) return void 0;
+    return `https://${node.webtransport}/sub`;
+  }
+  async open(url, handlers, timeoutMs, node) {
+    const hash = this.certificateHashes && node?.cert_sha256 ? hexBytes(node.cert_sha256) : void 0;
+    const options = hash ? { serverCertificateHashes: [{ algorithm: "sha-256", value: hash }] } : {};
+    const session = new WebTransport(url, options);
+    session.closed.catch(() => {
+    });
+    let timer;
+    const deadline = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${url}: not open within ${timeoutMs} ms`)), timeoutMs);
+    });
+    let stream;
+    try {
+      stream = await Promise.race([session.ready.then(() => session.createBidirectionalStream()), deadline]);
+    } catch (e) {
+      session.close();
+      throw new Error(`${url}: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    const writer = stream.writable.getWriter();
+    const reader = stream.readable.getReader();
+    let closed = false;
+    const finish = (info) => {
+      if (closed) return;
+      closed = true;
+      handlers.onClose(info);
+    };
+    void (async () => {
+      const packets = new PacketReader();
+      try {
+        for (; ; ) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          const frame = packets.push(value);
+          if (frame) handlers.onFrame(frame);
+        }
+        finish({ code: 1e3, reason: "the gateway ended the stream" });
+      } catch (e) {
+        finish({ code: 1006, reason: e instanceof Error ? e.message : String(e) });
+      }
+      session.close();
+    })();
+    return {
+      transport: this.name,
+      url,
+      send: (frame) => {
+        if (!closed) writer.write(frame).catch(() => {
+        });
+      },
+      close: (code = 1e3, reason = "") => {
+        session.close({ closeCode: code, reason });
+        finish({ code, reason });
+      }
+    };
+  }
+};
 
 // client/src/client.ts
+var FinalError = class extends Error {
+  name = "FinalError";
+};
 var NotConnectedError = class extends Error {
   name = "NotConnectedError";
 };
@@ -244,6 +359,8 @@ var DanmuClient = class {
   failures = 0;
   attempt = 0;
   avoid;
+  /** Transports that failed on this client: tried after the others from then on. */
+  broken = /* @__PURE__ */ new Set();
   seq = 1;
   heartbeat;
   retryTimer;
@@ -258,7 +375,7 @@ var DanmuClient = class {
       throw new RangeError(`uid must be a positive integer, not ${String(options.uid)}`);
     }
     this.options = {
-      transports: [new WebSocketTransport()],
+      transports: [new WebTransportTransport(), new WebSocketTransport()],
       heartbeatMs: 3e4,
       backoffMinMs: 500,
       backoffMaxMs: 15e3,
@@ -321,10 +438,14 @@ var DanmuClient = class {
     this.seq = this.seq >= 4294967295 ? 1 : this.seq + 1;
     return this.seq;
   }
-  /** One attempt: nodes, token, open, AUTH; failures go to `retry`. */
+  /**
+   * One attempt: nodes, token, then the node's transports in order of preference (one that
+   * fails gives way to the next at once, and is tried last from then on), open, AUTH;
+   * failures go to `retry`.
+   */
   async connect() {
     if (this.stopped) return;
-    const { control, room, uid, region } = this.options;
+    const { control, region, uid } = this.options;
     this.attempt += 1;
     const attempt = this.attempt;
     try {
@@ -334,72 +455,96 @@ var DanmuClient = class {
       if (candidates.length === 0) throw new Error("control lists no gateway this client can reach");
       if (this.avoid && candidates.length > 1) candidates = candidates.filter((n) => n.node_id !== this.avoid);
       const node = candidates[this.failures % candidates.length];
-      const transport = this.options.transports.find((t) => t.address(node));
-      const url = transport.address(node);
-      this.setState({ phase: "connecting", node, transport: transport.name, url, failures: this.failures });
-      const token = await this.options.token({ uid, room });
-      let authed = () => {
-      };
-      const authReply = new Promise((resolve) => authed = resolve);
-      const connection = await transport.open(
-        url,
-        {
-          onFrame: (frame) => {
-            this.inbox = this.inbox.then(() => this.onFrame(frame, authed)).catch((e) => {
-              const error = e instanceof Error ? e : new Error(String(e));
-              this.emit("error", error);
-              if (this.connection === connection) connection.close(4e3, "undecodable packet");
-            });
-          },
-          onClose: (info) => {
-            authed(-1);
-            if (this.connection !== connection) return;
-            this.teardown();
-            this.connection = void 0;
-            if (this.stopped) return;
-            const why = info.code === 1012 ? "gateway restarting" : info.reason || (info.code === 1006 ? "connection lost" : `close ${info.code}`);
-            if (info.code === 1012) this.avoid = node.node_id;
-            this.retry(`disconnected from ${node.node_id} (${why})`, info.code === 1012);
-          }
-        },
-        this.options.connectTimeoutMs
-      );
-      if (this.stopped || attempt !== this.attempt) {
-        connection.close(1e3, "superseded");
-        return;
+      const offered = this.options.transports.filter((t) => t.address(node));
+      const ordered = [...offered.filter((t) => !this.broken.has(t.name)), ...offered.filter((t) => this.broken.has(t.name))];
+      let lastError;
+      for (const transport of ordered) {
+        try {
+          await this.session(node, transport, attempt);
+          return;
+        } catch (e) {
+          if (e instanceof FinalError || attempt !== this.attempt || this.stopped) throw e;
+          lastError = e;
+          this.broken.add(transport.name);
+        }
       }
-      this.connection = connection;
-      this.node = node;
-      const auth = { uid, roomid: room, protover: this.protover, platform: "web", type: 2, key: token, drain: true };
-      connection.send(encodePacket(Op.AUTH, Version.CONTROL, this.nextSeq(), JSON.stringify(auth)));
-      const code = await Promise.race([
-        authReply,
-        new Promise((resolve) => setTimeout(() => resolve(-2), this.options.connectTimeoutMs))
-      ]);
-      if (code === 0) {
-        this.failures = 0;
-        this.avoid = void 0;
-        this.setState({ phase: "connected", node, transport: transport.name, url, failures: 0 });
-        const beat = () => connection.send(encodePacket(Op.HEARTBEAT, Version.CONTROL, this.nextSeq()));
-        beat();
-        this.heartbeat = setInterval(beat, this.options.heartbeatMs);
-        return;
-      }
-      if (this.connection === connection) {
-        this.connection = void 0;
-        connection.close(1e3, "auth failed");
-      }
-      if (code === -2) throw new Error(`no AUTH_REPLY within ${this.options.connectTimeoutMs} ms`);
-      if (code === -1) throw new Error("closed before AUTH_REPLY");
-      const message = `AUTH refused: ${code} (${authMeaning(code)})`;
-      if (isFinalAuthCode(code)) return this.fail(message);
-      throw new Error(message);
+      throw lastError;
     } catch (e) {
       if (attempt !== this.attempt || this.stopped) return;
+      if (e instanceof FinalError) return this.fail(e.message);
       if (e instanceof ControlError && e.status === 400) return this.fail(e.message);
       const reason = e instanceof TypeError ? `cannot reach control at ${control} (${e.message})` : e instanceof Error ? e.message : String(e);
       this.retry(reason, false);
     }
+  }
+  /**
+   * Opens `transport` to `node` and authenticates, within the transport's `fallbackMs` (or
+   * `connectTimeoutMs`). Resolves once connected (or superseded).
+   * @throws FinalError for an AUTH code no retry can help; Error otherwise.
+   */
+  async session(node, transport, attempt) {
+    const { room, uid } = this.options;
+    const url = transport.address(node);
+    const timeoutMs = Math.min(transport.fallbackMs ?? this.options.connectTimeoutMs, this.options.connectTimeoutMs);
+    this.setState({ phase: "connecting", node, transport: transport.name, url, failures: this.failures });
+    const token = await this.options.token({ uid, room });
+    let authed = () => {
+    };
+    const authReply = new Promise((resolve) => authed = resolve);
+    const connection = await transport.open(
+      url,
+      {
+        onFrame: (frame) => {
+          this.inbox = this.inbox.then(() => this.onFrame(frame, authed)).catch((e) => {
+            const error = e instanceof Error ? e : new Error(String(e));
+            this.emit("error", error);
+            if (this.connection === connection) connection.close(4e3, "undecodable packet");
+          });
+        },
+        onClose: (info) => {
+          authed(-1);
+          if (this.connection !== connection) return;
+          this.teardown();
+          this.connection = void 0;
+          if (this.stopped) return;
+          const why = info.code === 1012 ? "gateway restarting" : info.reason || (info.code === 1006 ? "connection lost" : `close ${info.code}`);
+          if (info.code === 1012) this.avoid = node.node_id;
+          this.retry(`disconnected from ${node.node_id} (${why})`, info.code === 1012);
+        }
+      },
+      timeoutMs,
+      node
+    );
+    if (this.stopped || attempt !== this.attempt) {
+      connection.close(1e3, "superseded");
+      return;
+    }
+    this.connection = connection;
+    this.node = node;
+    const auth = { uid, roomid: room, protover: this.protover, platform: "web", type: 2, key: token, drain: true };
+    connection.send(encodePacket(Op.AUTH, Version.CONTROL, this.nextSeq(), JSON.stringify(auth)));
+    const code = await Promise.race([
+      authReply,
+      new Promise((resolve) => setTimeout(() => resolve(-2), timeoutMs))
+    ]);
+    if (code === 0) {
+      this.failures = 0;
+      this.avoid = void 0;
+      this.setState({ phase: "connected", node, transport: connection.transport, url, failures: 0 });
+      const beat = () => connection.send(encodePacket(Op.HEARTBEAT, Version.CONTROL, this.nextSeq()));
+      beat();
+      this.heartbeat = setInterval(beat, this.options.heartbeatMs);
+      return;
+    }
+    if (this.connection === connection) {
+      this.connection = void 0;
+      connection.close(1e3, "auth failed");
+    }
+    if (code === -2) throw new Error(`${transport.name}: no AUTH_REPLY within ${timeoutMs} ms`);
+    if (code === -1) throw new Error(`${transport.name}: closed before AUTH_REPLY`);
+    const message = `AUTH refused: ${code} (${authMeaning(code)})`;
+    if (isFinalAuthCode(code)) throw new FinalError(message);
+    throw new Error(message);
   }
   async onFrame(frame, authed) {
     const receivedAt = performance.now();
@@ -479,23 +624,28 @@ export {
   ControlError,
   DanmuClient,
   HEADER_LEN,
+  MAX_PACKET_BYTES,
   NotConnectedError,
   Op,
+  PacketReader,
   ProtocolError,
   Version,
   WebSocketTransport,
+  WebTransportTransport,
   authMeaning,
   bodyText,
   chooseProtover,
   demoToken,
   encodePacket,
   fetchNodes,
+  hexBytes,
   isFinalAuthCode,
   jsonBody,
   messageBodies,
   nativeBrotli,
   nativeZlib,
   onlineCount,
+  pageIsSecure,
   splitPackets,
   upstreamMeaning
 };

@@ -22,7 +22,7 @@ import {
   type Packet,
 } from './codec.js';
 import { ControlError, fetchNodes, type Node } from './control.js';
-import { WebSocketTransport, type Connection, type Transport } from './transport.js';
+import { WebSocketTransport, WebTransportTransport, type Connection, type Transport } from './transport.js';
 import { authMeaning, isFinalAuthCode, upstreamMeaning } from './codes.js';
 
 /** Options of `DanmuClient`. Only `control`, `room`, `uid` and `token` are required. */
@@ -37,7 +37,11 @@ export interface DanmuClientOptions {
   region?: string;
   /** Returns a fresh token for `uid` and `room`; called before every connection attempt. */
   token: (who: { uid: number; room: number }) => Promise<string>;
-  /** Transports in order of preference; default `[new WebSocketTransport()]`. */
+  /**
+   * Transports in order of preference; default WebTransport then WebSocket
+   * (`[new WebTransportTransport(), new WebSocketTransport()]`): WebTransport where the browser
+   * has it and the node offers it, WebSocket when it fails (within its `fallbackMs`).
+   */
   transports?: Transport[];
   /**
    * Batch decoders. Default: the platform's `DecompressionStream`: brotli where it has that
@@ -65,7 +69,7 @@ export interface StateEvent {
   phase: Phase;
   /** The gateway, when connected or connecting to one. */
   node?: Node;
-  /** The transport's name (`ws`) and address, when connected. */
+  /** The transport's name (`webtransport`, `wss`, `ws`) and address, when connected. */
   transport?: string;
   url?: string;
   /** Why the client is waiting or failed. */
@@ -111,6 +115,11 @@ export interface DanmuEvents {
 
 type Listener<T> = (value: T) => void;
 
+/** An attempt's failure that no retry can help (a final AUTH code). */
+class FinalError extends Error {
+  override name = 'FinalError';
+}
+
 /** Thrown by `send` when no connection is up. */
 export class NotConnectedError extends Error {
   override name = 'NotConnectedError';
@@ -128,6 +137,8 @@ export class DanmuClient {
   private failures = 0;
   private attempt = 0;
   private avoid: string | undefined;
+  /** Transports that failed on this client: tried after the others from then on. */
+  private readonly broken = new Set<string>();
   private seq = 1;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -143,7 +154,7 @@ export class DanmuClient {
       throw new RangeError(`uid must be a positive integer, not ${String(options.uid)}`);
     }
     this.options = {
-      transports: [new WebSocketTransport()],
+      transports: [new WebTransportTransport(), new WebSocketTransport()],
       heartbeatMs: 30_000,
       backoffMinMs: 500,
       backoffMaxMs: 15_000,
@@ -214,10 +225,14 @@ export class DanmuClient {
     return this.seq;
   }
 
-  /** One attempt: nodes, token, open, AUTH; failures go to `retry`. */
+  /**
+   * One attempt: nodes, token, then the node's transports in order of preference (one that
+   * fails gives way to the next at once, and is tried last from then on), open, AUTH;
+   * failures go to `retry`.
+   */
   private async connect(): Promise<void> {
     if (this.stopped) return;
-    const { control, room, uid, region } = this.options;
+    const { control, region, uid } = this.options;
     this.attempt += 1;
     const attempt = this.attempt;
     try {
@@ -229,74 +244,101 @@ export class DanmuClient {
       if (this.avoid && candidates.length > 1) candidates = candidates.filter((n) => n.node_id !== this.avoid);
       // The first node first; after failures, the next ones in turn.
       const node = candidates[this.failures % candidates.length]!;
-      const transport = this.options.transports.find((t) => t.address(node))!;
-      const url = transport.address(node)!;
-      this.setState({ phase: 'connecting', node, transport: transport.name, url, failures: this.failures });
-      const token = await this.options.token({ uid, room });
-      let authed: (code: number) => void = () => {};
-      const authReply = new Promise<number>((resolve) => (authed = resolve));
-      const connection = await transport.open(
-        url,
-        {
-          onFrame: (frame) => {
-            this.inbox = this.inbox
-              .then(() => this.onFrame(frame, authed))
-              .catch((e: unknown) => {
-                const error = e instanceof Error ? e : new Error(String(e));
-                this.emit('error', error);
-                if (this.connection === connection) connection.close(4000, 'undecodable packet');
-              });
-          },
-          onClose: (info) => {
-            authed(-1);
-            if (this.connection !== connection) return;
-            this.teardown();
-            this.connection = undefined;
-            if (this.stopped) return;
-            const why = info.code === 1012 ? 'gateway restarting' : info.reason || (info.code === 1006 ? 'connection lost' : `close ${info.code}`);
-            // A drained or restarted gateway is not a failure of ours: reconnect soon, elsewhere.
-            if (info.code === 1012) this.avoid = node.node_id;
-            this.retry(`disconnected from ${node.node_id} (${why})`, info.code === 1012);
-          },
-        },
-        this.options.connectTimeoutMs,
-      );
-      if (this.stopped || attempt !== this.attempt) {
-        connection.close(1000, 'superseded');
-        return;
+      const offered = this.options.transports.filter((t) => t.address(node));
+      // A transport that failed on this client goes last (it may work elsewhere, but a
+      // browser whose WebTransport stalls should not pay for it on every reconnect).
+      const ordered = [...offered.filter((t) => !this.broken.has(t.name)), ...offered.filter((t) => this.broken.has(t.name))];
+      let lastError: unknown;
+      for (const transport of ordered) {
+        try {
+          await this.session(node, transport, attempt);
+          return;
+        } catch (e) {
+          if (e instanceof FinalError || attempt !== this.attempt || this.stopped) throw e;
+          lastError = e;
+          this.broken.add(transport.name);
+        }
       }
-      this.connection = connection;
-      this.node = node;
-      const auth = { uid, roomid: room, protover: this.protover, platform: 'web', type: 2, key: token, drain: true };
-      connection.send(encodePacket(Op.AUTH, Version.CONTROL, this.nextSeq(), JSON.stringify(auth)));
-      const code = await Promise.race([
-        authReply,
-        new Promise<number>((resolve) => setTimeout(() => resolve(-2), this.options.connectTimeoutMs)),
-      ]);
-      if (code === 0) {
-        this.failures = 0;
-        this.avoid = undefined;
-        this.setState({ phase: 'connected', node, transport: transport.name, url, failures: 0 });
-        const beat = () => connection.send(encodePacket(Op.HEARTBEAT, Version.CONTROL, this.nextSeq()));
-        beat();
-        this.heartbeat = setInterval(beat, this.options.heartbeatMs);
-        return;
-      }
-      if (this.connection === connection) {
-        this.connection = undefined;
-        connection.close(1000, 'auth failed');
-      }
-      if (code === -2) throw new Error(`no AUTH_REPLY within ${this.options.connectTimeoutMs} ms`);
-      if (code === -1) throw new Error('closed before AUTH_REPLY');
-      const message = `AUTH refused: ${code} (${authMeaning(code)})`;
-      if (isFinalAuthCode(code)) return this.fail(message);
-      throw new Error(message);
+      throw lastError;
     } catch (e) {
       if (attempt !== this.attempt || this.stopped) return;
+      if (e instanceof FinalError) return this.fail(e.message);
       if (e instanceof ControlError && e.status === 400) return this.fail(e.message);
       const reason = e instanceof TypeError ? `cannot reach control at ${control} (${e.message})` : e instanceof Error ? e.message : String(e);
       this.retry(reason, false);
     }
+  }
+
+  /**
+   * Opens `transport` to `node` and authenticates, within the transport's `fallbackMs` (or
+   * `connectTimeoutMs`). Resolves once connected (or superseded).
+   * @throws FinalError for an AUTH code no retry can help; Error otherwise.
+   */
+  private async session(node: Node, transport: Transport, attempt: number): Promise<void> {
+    const { room, uid } = this.options;
+    const url = transport.address(node)!;
+    const timeoutMs = Math.min(transport.fallbackMs ?? this.options.connectTimeoutMs, this.options.connectTimeoutMs);
+    this.setState({ phase: 'connecting', node, transport: transport.name, url, failures: this.failures });
+    const token = await this.options.token({ uid, room });
+    let authed: (code: number) => void = () => {};
+    const authReply = new Promise<number>((resolve) => (authed = resolve));
+    const connection = await transport.open(
+      url,
+      {
+        onFrame: (frame) => {
+          this.inbox = this.inbox
+            .then(() => this.onFrame(frame, authed))
+            .catch((e: unknown) => {
+              const error = e instanceof Error ? e : new Error(String(e));
+              this.emit('error', error);
+              if (this.connection === connection) connection.close(4000, 'undecodable packet');
+            });
+        },
+        onClose: (info) => {
+          authed(-1);
+          if (this.connection !== connection) return;
+          this.teardown();
+          this.connection = undefined;
+          if (this.stopped) return;
+          const why = info.code === 1012 ? 'gateway restarting' : info.reason || (info.code === 1006 ? 'connection lost' : `close ${info.code}`);
+          // A drained or restarted gateway is not a failure of ours: reconnect soon, elsewhere.
+          if (info.code === 1012) this.avoid = node.node_id;
+          this.retry(`disconnected from ${node.node_id} (${why})`, info.code === 1012);
+        },
+      },
+      timeoutMs,
+      node,
+    );
+    if (this.stopped || attempt !== this.attempt) {
+      connection.close(1000, 'superseded');
+      return;
+    }
+    this.connection = connection;
+    this.node = node;
+    const auth = { uid, roomid: room, protover: this.protover, platform: 'web', type: 2, key: token, drain: true };
+    connection.send(encodePacket(Op.AUTH, Version.CONTROL, this.nextSeq(), JSON.stringify(auth)));
+    const code = await Promise.race([
+      authReply,
+      new Promise<number>((resolve) => setTimeout(() => resolve(-2), timeoutMs)),
+    ]);
+    if (code === 0) {
+      this.failures = 0;
+      this.avoid = undefined;
+      this.setState({ phase: 'connected', node, transport: connection.transport, url, failures: 0 });
+      const beat = () => connection.send(encodePacket(Op.HEARTBEAT, Version.CONTROL, this.nextSeq()));
+      beat();
+      this.heartbeat = setInterval(beat, this.options.heartbeatMs);
+      return;
+    }
+    if (this.connection === connection) {
+      this.connection = undefined;
+      connection.close(1000, 'auth failed');
+    }
+    if (code === -2) throw new Error(`${transport.name}: no AUTH_REPLY within ${timeoutMs} ms`);
+    if (code === -1) throw new Error(`${transport.name}: closed before AUTH_REPLY`);
+    const message = `AUTH refused: ${code} (${authMeaning(code)})`;
+    if (isFinalAuthCode(code)) throw new FinalError(message);
+    throw new Error(message);
   }
 
   private async onFrame(frame: Uint8Array, authed: (code: number) => void): Promise<void> {

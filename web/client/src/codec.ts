@@ -83,6 +83,44 @@ export function splitPackets(bytes: Uint8Array): Packet[] {
   return packets;
 }
 
+/** Largest packet a `PacketReader` accepts (the gateway's own frames are far smaller). */
+export const MAX_PACKET_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Reassembles whole packets from a byte stream (TCP-style framing, as on a WebTransport
+ * stream), where chunks end anywhere: `push` returns the run of whole packets completed so
+ * far (for `splitPackets`), or undefined while a packet is still partial.
+ */
+export class PacketReader {
+  private buffered = new Uint8Array(0);
+
+  /** @throws ProtocolError on a header length other than 16 or a length out of range. */
+  push(chunk: Uint8Array): Uint8Array | undefined {
+    const bytes = this.buffered.length === 0 ? chunk : concat(this.buffered, chunk);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let at = 0;
+    while (bytes.length - at >= 6) {
+      const len = view.getUint32(at);
+      const headerLen = view.getUint16(at + 4);
+      if (headerLen !== HEADER_LEN || len < HEADER_LEN || len > MAX_PACKET_BYTES) {
+        throw new ProtocolError(`bad packet at byte ${at}: length ${len}, header ${headerLen}`);
+      }
+      if (bytes.length - at < len) break;
+      at += len;
+    }
+    // Copied, so the kept tail does not pin the whole chunk.
+    this.buffered = bytes.slice(at);
+    return at === 0 ? undefined : bytes.subarray(0, at);
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
 /** Decompresses a batch body; returns the decompressed bytes. */
 export type Decompress = (body: Uint8Array) => Promise<Uint8Array>;
 

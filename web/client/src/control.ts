@@ -9,6 +9,13 @@ export interface Node {
   tcp: string;
   tls: string;
   quic: string;
+  /** WebTransport over HTTP/3 (`host:port`, the QUIC port); absent from older controls. */
+  webtransport?: string;
+  /**
+   * SHA-256 of the gateway's QUIC certificate (DER), lowercase hex: given to the browser as
+   * `serverCertificateHashes` for a self-signed certificate.
+   */
+  cert_sha256?: string;
   load: number;
 }
 

@@ -4,7 +4,7 @@
 // web/test/browser.test.mjs; this pins the rules in milliseconds.
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { DanmuClient, Op, Version, encodePacket, jsonBody, splitPackets } from '../dist/danmu-client.js';
+import { DanmuClient, Op, Version, WebSocketTransport, WebTransportTransport, encodePacket, jsonBody, splitPackets } from '../dist/danmu-client.js';
 
 const nodes = ['gw-1', 'gw-2', 'gw-3'].map((id) => ({ node_id: id, region: 'A', ws: `${id}:1`, wss: '', tcp: '', tls: '', quic: '', load: 0 }));
 const realFetch = globalThis.fetch;
@@ -39,7 +39,8 @@ function fakeTransport(behaviour) {
           send(frame) {
             for (const p of splitPackets(frame)) {
               connection.sent.push(p.op);
-              if (p.op === Op.AUTH) reply(Op.AUTH_REPLY, JSON.stringify({ code: how === 'ok' ? 0 : how }));
+              // 'silent': open, but AUTH is never answered (a stalled stream).
+              if (p.op === Op.AUTH && how !== 'silent') reply(Op.AUTH_REPLY, JSON.stringify({ code: how === 'ok' ? 0 : how }));
               if (p.op === Op.HEARTBEAT) {
                 const count = new Uint8Array(4);
                 new DataView(count.buffer).setUint32(0, 42);
@@ -186,4 +187,63 @@ test('bad options are refused at construction', () => {
   assert.throws(() => new DanmuClient({ ...base, room: Number('abc') }), RangeError);
   assert.throws(() => new DanmuClient({ ...base, room: 0 }), RangeError);
   assert.throws(() => new DanmuClient({ ...base, room: 1, uid: 1.5 }), RangeError);
+});
+
+/** Two transports on one node: `first` behaves as `firstHow`, `second` answers. */
+function twoTransports(firstHow, fallbackMs) {
+  const first = fakeTransport({ 'gw-1': firstHow });
+  const second = fakeTransport({});
+  return {
+    first,
+    second,
+    transports: [
+      { ...first.transport, name: 'first', fallbackMs },
+      { ...second.transport, name: 'second' },
+    ],
+  };
+}
+
+test('a transport that cannot open gives way to the next one at once, and goes last from then on', async () => {
+  stubControl(nodes.slice(0, 1));
+  const { first, second, transports } = twoTransports('refuse');
+  const c = client(undefined, { transports });
+  const waits = [];
+  c.on('state', (s) => s.phase === 'waiting' && waits.push(s));
+  const connected = until(c, (s) => s.phase === 'connected');
+  c.start();
+  assert.equal((await connected).transport, 'fake');
+  assert.deepEqual([first.log, second.log], [['gw-1'], ['gw-1']]);
+  assert.deepEqual(waits, [], 'no backoff between the transports');
+  // The gateway goes away: the next attempt starts with the transport that worked.
+  const again = until(c, (s) => s.phase === 'connected');
+  second.live.get('gw-1').close(1006, '');
+  await again;
+  assert.deepEqual([first.log, second.log], [['gw-1'], ['gw-1', 'gw-1']]);
+  c.close();
+});
+
+test('a transport that opens but stalls falls back within its fallbackMs', async () => {
+  stubControl(nodes.slice(0, 1));
+  const { first, second, transports } = twoTransports('silent', 50);
+  const c = client(undefined, { transports, connectTimeoutMs: 5000 });
+  const started = Date.now();
+  const connected = until(c, (s) => s.phase === 'connected');
+  c.start();
+  await connected;
+  const took = Date.now() - started;
+  assert.deepEqual([first.log, second.log], [['gw-1'], ['gw-1']]);
+  assert.ok(took < 2000, `fell back after ${took} ms, not the 5 s connect timeout`);
+  c.close();
+});
+
+test('WebSocket dials wss from an HTTPS page, ws otherwise; WebTransport needs the node to offer it', () => {
+  const node = { node_id: 'n', region: 'A', ws: 'h:1', wss: 'h:2', tcp: '', tls: '', quic: '', load: 0 };
+  assert.equal(new WebSocketTransport({ secure: false }).address(node), 'ws://h:1/sub');
+  assert.equal(new WebSocketTransport({ secure: true }).address(node), 'wss://h:2/sub');
+  assert.equal(new WebSocketTransport({ secure: true }).address({ ...node, wss: '' }), undefined);
+  assert.equal(new WebSocketTransport({ secure: false }).address({ ...node, ws: '' }), 'wss://h:2/sub');
+  // Offered only where the runtime has WebTransport (Node.js has none) and the node lists it.
+  const wt = new WebTransportTransport();
+  assert.equal(wt.address({ ...node, webtransport: 'h:3' }), typeof WebTransport === 'function' ? 'https://h:3/sub' : undefined);
+  assert.equal(wt.address(node), undefined);
 });

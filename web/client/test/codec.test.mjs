@@ -8,6 +8,7 @@ import { brotliDecompressSync } from 'node:zlib';
 import {
   HEADER_LEN,
   Op,
+  PacketReader,
   ProtocolError,
   Version,
   bodyText,
@@ -133,4 +134,30 @@ test('the protover follows the decoders given', () => {
   assert.equal(chooseProtover({}), 0);
   assert.equal(chooseProtover({ zlib: nativeZlib() }), 2);
   assert.equal(chooseProtover(decompressors), 3);
+});
+
+test('PacketReader gives whole packets from chunks cut anywhere', () => {
+  const a = encodePacket(Op.AUTH_REPLY, Version.CONTROL, 1, '{"code":0}');
+  const b = encodePacket(Op.MESSAGE, Version.RAW, 0, '{"cmd":"X"}');
+  const stream = new Uint8Array([...a, ...b]);
+  for (let cut = 0; cut <= stream.length; cut++) {
+    for (let cut2 = cut; cut2 <= stream.length; cut2 += 7) {
+      const reader = new PacketReader();
+      const ops = [];
+      for (const chunk of [stream.subarray(0, cut), stream.subarray(cut, cut2), stream.subarray(cut2)]) {
+        const run = reader.push(chunk);
+        if (run) ops.push(...splitPackets(run).map((p) => p.op));
+      }
+      assert.deepEqual(ops, [Op.AUTH_REPLY, Op.MESSAGE], `cut at ${cut}, ${cut2}`);
+    }
+  }
+});
+
+test('PacketReader refuses a bad header at once', () => {
+  const bad = encodePacket(Op.MESSAGE, Version.RAW, 0, 'x');
+  new DataView(bad.buffer).setUint16(4, 12);
+  assert.throws(() => new PacketReader().push(bad.subarray(0, 6)), ProtocolError);
+  const huge = encodePacket(Op.MESSAGE, Version.RAW, 0, 'x');
+  new DataView(huge.buffer).setUint32(0, 0xffff_ffff);
+  assert.throws(() => new PacketReader().push(huge), ProtocolError);
 });
