@@ -209,6 +209,25 @@ def check_overrides(rendered):
         fail("danmu-gateway Service: loadBalancerSourceRanges not applied")
     if "service.beta.kubernetes.io/aws-load-balancer-type" not in service["metadata"].get("annotations", {}):
         fail("danmu-gateway Service: annotations not applied")
+    ports = {p["name"]: (p["port"], p["protocol"]) for p in service["spec"]["ports"]}
+    if ports.get("wss") != (7200, "TCP") or ports.get("tls") != (7300, "TCP"):
+        fail(f"danmu-gateway Service: wss and tls ports missing: {ports}")
+    quic = by_kind["Service"].get("danmu-gateway-quic")
+    if quic is None or quic["spec"]["ports"] != [
+            {"name": "quic", "port": 7400, "targetPort": "quic", "protocol": "UDP"}]:
+        fail("danmu-gateway-quic Service: the UDP port is missing")
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in spec["volumes"]}
+    for i, secret in enumerate(["danmu-gateway-tls", "danmu-gateway-tls-legacy"]):
+        if mounts.get(f"gateway-tls-{i}") != f"/etc/danmu/gateway-tls/{i}" or \
+                volumes.get(f"gateway-tls-{i}") != secret:
+            fail(f"danmu-gateway: certificate Secret {secret} is not mounted")
+    config = next(cm for cm in by_kind["ConfigMap"].values() if "gateway.toml" in cm.get("data", {}))
+    toml = config["data"]["gateway.toml"]
+    for line in ('wss_listen = "0.0.0.0:7200"', 'tls_listen = "0.0.0.0:7300"',
+                 'quic_listen = "0.0.0.0:7400"', 'cert_file = "/etc/danmu/gateway-tls/1/tls.crt"'):
+        if line not in toml:
+            fail(f"gateway.toml lacks {line}")
     ingress = by_kind.get("Ingress", {}).get("danmu-control")
     if ingress is None:
         fail("no Ingress danmu-control")
