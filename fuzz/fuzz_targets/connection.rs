@@ -83,6 +83,7 @@ fn limits(proxy_protocol: bool) -> Limits {
         queue_wait_sample: 64,
         low_priority_budget: 4096,
         proxy_protocol,
+        allowed_origins: Default::default(),
     }
 }
 
