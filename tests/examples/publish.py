@@ -2,6 +2,7 @@
 
     python3 tests/examples/publish.py nats://127.0.0.1:4222 1001 "hello from Python"
     python3 tests/examples/publish.py nats://127.0.0.1:4222 1001 "once" order-17   # a message id
+    python3 tests/examples/publish.py URL 1001 "hi" order-18 _INBOX.backend   # another NATS user
 
 A JetStream publish: the ack means the message is stored (it survives a distributor crash), and
 the Nats-Msg-Id header makes a retried publish count once: give the same id to retries of one
@@ -23,7 +24,10 @@ async def main() -> None:
     text = sys.argv[3] if len(sys.argv) > 3 else "hello from Python"
     msg_id = sys.argv[4] if len(sys.argv) > 4 else f"python-example-{uuid.uuid4()}"
 
-    nc = await nats.connect(url)
+    # A publisher reads its replies (the JetStream ack) only under its own inbox prefix,
+    # `_INBOX.<its NATS user>`: `business` on scripts/up's fabric (docs/deploy.md).
+    inbox = sys.argv[5] if len(sys.argv) > 5 else "_INBOX.business"
+    nc = await nats.connect(url, inbox_prefix=inbox.encode())
     js = nc.jetstream()
     # danmu.push.<lo|hi>.<scope>.<target>: low priority, room scope.
     subject = f"danmu.push.lo.room.{room}"

@@ -19,7 +19,13 @@ async fn main() -> Result<(), async_nats::Error> {
     let room: u64 = args.next().map_or(Ok(1001), |r| r.parse())?;
     let text = args.next().unwrap_or_else(|| "hello from Rust".into());
 
-    let client = async_nats::connect(url).await?;
+    // A publisher reads its replies (the JetStream ack) only under its own inbox prefix,
+    // `_INBOX.<its NATS user>`: `business` on scripts/up's fabric (docs/deploy.md).
+    let inbox = args.next().unwrap_or_else(|| "_INBOX.business".into());
+    let client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(inbox)
+        .connect(url)
+        .await?;
     let jetstream = async_nats::jetstream::new(client);
 
     // danmu.push.<lo|hi>.<scope>.<target>: low priority, room scope.
