@@ -42,6 +42,29 @@ async fn join_tls(
     Ok(client)
 }
 
+/// Every transport's listener on `cert`, and a 1 s auth timeout (tests that wait for it).
+async fn short_auth_fabric(cert: &TestCert) -> anyhow::Result<SingleRegion> {
+    SingleRegion::start_with(|_, gateway| {
+        with_tls(gateway, cert);
+        gateway.auth_timeout = Duration::from_secs(1);
+    })
+    .await
+}
+
+/// Warms `room` up for `client`, publishes message `n` and checks the client decodes it.
+async fn still_receives(
+    fabric: &SingleRegion,
+    room: u64,
+    client: &mut Client,
+    n: u64,
+) -> anyhow::Result<()> {
+    room::warm_up(&fabric.business, room, &mut [&mut *client], WAIT).await?;
+    let sent = danmu(n);
+    room::publish(&fabric.business, room, sent.clone()).await?;
+    assert_eq!(next_payload(client).await?, sent);
+    Ok(())
+}
+
 /// The next non-warm-up payload a client receives.
 async fn next_payload(client: &mut Client) -> anyhow::Result<Bytes> {
     loop {
@@ -227,11 +250,7 @@ async fn new_certificate_files_serve_new_connections_and_a_bad_file_keeps_the_la
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_tls_on_a_tls_port_is_closed_and_counted_alone() -> anyhow::Result<()> {
     let cert = TestCert::generate();
-    let fabric = SingleRegion::start_with(|_, gateway| {
-        with_tls(gateway, &cert);
-        gateway.auth_timeout = Duration::from_secs(1);
-    })
-    .await?;
+    let fabric = short_auth_fabric(&cert).await?;
     let gateway = &fabric.gateway;
     let room = 3003;
     let config = tls(cert.client_config(&[b"http/1.1"]));
@@ -276,13 +295,7 @@ async fn a_client_without_tls_on_a_tls_port_is_closed_and_counted_alone() -> any
     );
 
     // The member on the same port never noticed.
-    {
-        let mut members = [&mut member];
-        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
-    }
-    let sent = danmu(3);
-    room::publish(&fabric.business, room, sent.clone()).await?;
-    assert_eq!(next_payload(&mut member).await?, sent);
+    still_receives(&fabric, room, &mut member, 3).await?;
     Ok(())
 }
 
@@ -290,11 +303,7 @@ async fn a_client_without_tls_on_a_tls_port_is_closed_and_counted_alone() -> any
 async fn quic_keeps_a_session_across_an_address_change_and_answers_bad_input_alone()
 -> anyhow::Result<()> {
     let cert = TestCert::generate();
-    let fabric = SingleRegion::start_with(|_, gateway| {
-        with_tls(gateway, &cert);
-        gateway.auth_timeout = Duration::from_secs(1);
-    })
-    .await?;
+    let fabric = short_auth_fabric(&cert).await?;
     let gateway = &fabric.gateway;
     let addr = gateway.quic_addr.unwrap();
     let room = 3004;
@@ -318,13 +327,7 @@ async fn quic_keeps_a_session_across_an_address_change_and_answers_bad_input_alo
 
     // Migration: the client moves to another UDP port; the session (and its room) stays.
     endpoint.rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
-    {
-        let mut members = [&mut member];
-        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
-    }
-    let sent = danmu(11);
-    room::publish(&fabric.business, room, sent.clone()).await?;
-    assert_eq!(next_payload(&mut member).await?, sent);
+    still_receives(&fabric, room, &mut member, 11).await?;
 
     // Garbage on another connection's stream: that connection is closed with the reason.
     let (_bad_endpoint, bad) = quic_connect(addr, &cert).await?;
@@ -370,11 +373,7 @@ async fn quic_keeps_a_session_across_an_address_change_and_answers_bad_input_alo
 async fn webtransport_refuses_what_is_not_a_session_and_the_node_list_names_it()
 -> anyhow::Result<()> {
     let cert = TestCert::generate();
-    let fabric = SingleRegion::start_with(|_, gateway| {
-        with_tls(gateway, &cert);
-        gateway.auth_timeout = Duration::from_secs(1);
-    })
-    .await?;
+    let fabric = short_auth_fabric(&cert).await?;
     let gateway = &fabric.gateway;
     let addr = gateway.quic_addr.unwrap();
     let room = 3005;
@@ -411,13 +410,7 @@ async fn webtransport_refuses_what_is_not_a_session_and_the_node_list_names_it()
     assert!(rejected(&closed), "{closed:?}");
 
     // A member elsewhere noticed none of it.
-    {
-        let mut members = [&mut member];
-        room::warm_up(&fabric.business, room, &mut members, WAIT).await?;
-    }
-    let sent = danmu(21);
-    room::publish(&fabric.business, room, sent.clone()).await?;
-    assert_eq!(next_payload(&mut member).await?, sent);
+    still_receives(&fabric, room, &mut member, 21).await?;
 
     // Control's node list: the WebTransport address and the certificate's hash (hex).
     let control = danmu_tests::fabric::start_control(danmu_tests::fabric::control_config(
